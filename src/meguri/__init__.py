@@ -1,0 +1,89 @@
+"""meguri: one full turn of a machine-learning project.
+
+The public SDK::
+
+    import meguri
+
+    meguri.init()                                  # the project in this folder (.meguri/)
+    with meguri.start_run(experiment="baseline") as run:
+        run.log_params({"C": 1.0})
+        run.log_metric("roc_auc", 0.97)
+    meguri.search_runs("metrics.roc_auc > 0.9", order_by=["metrics.roc_auc desc"])
+
+Names load lazily on first use so that ``import meguri`` stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "init": "meguri.store",
+    "open_workspace": "meguri.store",
+    "Workspace": "meguri.store",
+    "start_run": "meguri.train",
+    "active_run": "meguri.train",
+    "search_runs": "meguri.train",
+    "get_run": "meguri.train",
+    "get_metric_history": "meguri.train",
+    "fail_stale_runs": "meguri.train",
+    "ActiveRun": "meguri.train",
+    "MetricHistory": "meguri.train",
+    "Run": "meguri.store.metadata",
+    "RunStatus": "meguri.store.metadata",
+    "load_spec": "meguri.spec",
+    "ProjectSpec": "meguri.spec",
+    "MeguriError": "meguri.errors",
+}
+
+__all__ = [
+    "ActiveRun",
+    "MeguriError",
+    "MetricHistory",
+    "ProjectSpec",
+    "Run",
+    "RunStatus",
+    "Workspace",
+    "__version__",
+    "active_run",
+    "fail_stale_runs",
+    "get_metric_history",
+    "get_run",
+    "init",
+    "load_spec",
+    "open_workspace",
+    "search_runs",
+    "start_run",
+]
+
+if TYPE_CHECKING:
+    from meguri.errors import MeguriError
+    from meguri.spec import ProjectSpec, load_spec
+    from meguri.store import Workspace, init, open_workspace
+    from meguri.store.metadata import Run, RunStatus
+    from meguri.train import (
+        ActiveRun,
+        MetricHistory,
+        active_run,
+        fail_stale_runs,
+        get_metric_history,
+        get_run,
+        search_runs,
+        start_run,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meguri' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

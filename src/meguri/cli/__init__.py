@@ -1,0 +1,47 @@
+"""The ``meguri`` command line: one module per phase, errors printed as one actionable line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from meguri.errors import MeguriError
+
+app = typer.Typer(
+    name="meguri",
+    help="meguri: carry an ML project through spec, data, training, deployment and monitoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from meguri.cli import _demo, _docs, _project, _runs
+
+    for module in (_project, _docs, _runs, _demo):
+        module.register(app)
+
+
+def main() -> None:
+    """Console entry point: a :class:`MeguriError` becomes one red line and exit status 1."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except MeguriError as err:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

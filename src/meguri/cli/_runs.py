@@ -1,0 +1,194 @@
+"""``meguri runs list|show|compare|history``: browse tracked runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meguri.store import Workspace, open_workspace
+from meguri.store.metadata import Run
+
+runs_app = typer.Typer(
+    help="Browse tracked runs: list, show, compare, metric history.", no_args_is_help=True
+)
+console = Console()
+
+_STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "killed": "yellow"}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:.4e}"
+
+
+def _bytes(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size //= 1024
+    return f"{size} TiB"
+
+
+def _status(run: Run) -> str:
+    return f"[{_STATUS_STYLE.get(run.status.value, 'white')}]{run.status.value}[/]"
+
+
+def _workspace() -> Workspace:
+    return open_workspace()
+
+
+@runs_app.command("list")
+def list_runs(
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", "-e", help="Only this experiment.")
+    ] = None,
+    filter: Annotated[
+        str | None, typer.Option("--filter", "-f", help='e.g. "metrics.roc_auc > 0.9"')
+    ] = None,
+    order_by: Annotated[
+        list[str] | None, typer.Option("--order-by", "-o", help="e.g. 'metrics.roc_auc desc'")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+) -> None:
+    """List runs, newest first (or as ordered), with their metrics."""
+    from meguri.train import search_runs
+
+    ws = _workspace()
+    found = search_runs(filter, order_by, experiment=experiment, max_results=limit, workspace=ws)
+    if not found:
+        console.print("No runs yet. Start one with meguri.start_run() or `meguri demo`.")
+        return
+    metric_keys = sorted({k for r in found for k in r.metrics})[:8]
+    table = Table(title=f"Runs of project {ws.project.name}")
+    for col in ("run", "name", "status", "started", "wall"):
+        table.add_column(col)
+    for key in metric_keys:
+        table.add_column(key, justify="right")
+    for run in found:
+        cells = [run.id, run.name, _status(run), _when(run.created_at), _num(run.wall_seconds, 3)]
+        cells += [_num(run.metrics[k].value) if k in run.metrics else "-" for k in metric_keys]
+        table.add_row(*cells)
+    console.print(table)
+
+
+@runs_app.command("show")
+def show(run: Annotated[str, typer.Argument(help="Run ID, unique ID prefix, or name.")]) -> None:
+    """Everything recorded of one run."""
+    from meguri.train import get_run
+
+    ws = _workspace()
+    info = get_run(run, workspace=ws)
+    head = Table.grid(padding=(0, 2))
+    for label, value in (
+        ("run", info.id),
+        ("name", info.name),
+        ("status", _status(info)),
+        ("reason", info.status_reason or "-"),
+        ("by", info.created_by),
+        ("started", _when(info.created_at)),
+        ("ended", _when(info.ended_at)),
+        ("wall", f"{_num(info.wall_seconds, 3)} s"),
+        ("cpu", f"{_num(info.cpu_seconds, 3)} s"),
+        ("peak memory", _bytes(info.peak_memory_bytes)),
+        ("spec version", info.spec_version_id or "-"),
+        ("code version", info.code_version or "-"),
+        ("parent", info.parent_run_id or "-"),
+    ):
+        head.add_row(f"[bold]{label}[/]", value)
+    console.print(head)
+    _pairs("params", info.params)
+    _pairs("tags", info.tags)
+    _pairs(
+        "metrics (latest)",
+        {k: f"{_num(p.value, 6)} @ step {p.step}" for k, p in info.metrics.items()},
+    )
+    _pairs("inputs", {k: ", ".join(v) for k, v in info.inputs.items()})
+    artifacts = ws.metadata.runs.list_artifacts(info.id)
+    _pairs(
+        "artifacts",
+        {a.name: f"{_bytes(a.size)}  {a.media_type}  sha256:{a.digest[:12]}" for a in artifacts},
+    )
+
+
+def _pairs(title: str, values: dict[str, str]) -> None:
+    if not values:
+        return
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key in sorted(values):
+        table.add_row(key, values[key])
+    console.print(table)
+
+
+@runs_app.command("compare")
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run IDs, prefixes or names.")],
+    all_rows: Annotated[bool, typer.Option("--all", help="Show equal rows too.")] = False,
+) -> None:
+    """Params and latest metrics side by side; rows that differ are highlighted."""
+    from meguri.train import get_run
+
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two runs to compare", param_hint="RUNS")
+    ws = _workspace()
+    infos = [get_run(r, workspace=ws) for r in runs]
+    table = Table(title="Run comparison")
+    table.add_column("")
+    for info in infos:
+        table.add_column(f"{info.name}\n{info.id}", justify="right")
+    _compare_rows(table, "param", [i.params for i in infos], all_rows)
+    metrics = [{k: _num(p.value, 6) for k, p in i.metrics.items()} for i in infos]
+    _compare_rows(table, "metric", metrics, all_rows)
+    console.print(table)
+
+
+def _compare_rows(table: Table, kind: str, values: list[dict[str, str]], all_rows: bool) -> None:
+    for key in sorted({k for v in values for k in v}):
+        cells = [v.get(key, "-") for v in values]
+        differs = len(set(cells)) > 1
+        if differs or all_rows:
+            style = "bold yellow" if differs else None
+            table.add_row(f"{kind} {key}", *cells, style=style)
+
+
+@runs_app.command("history")
+def history(
+    run: Annotated[str, typer.Argument(help="Run ID, unique prefix, or name.")],
+    key: Annotated[str, typer.Argument(help="Metric name.")],
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Show the last N points.")] = 20,
+) -> None:
+    """The points of one metric of a run."""
+    from meguri.train import get_metric_history, get_run
+
+    ws = _workspace()
+    info = get_run(run, workspace=ws)
+    hist = get_metric_history(info.id, key, workspace=ws)
+    table = Table(title=f"{key} of {info.id} ({len(hist)} points)")
+    for col in ("step", "value", "time"):
+        table.add_column(col, justify="right")
+    for step, value, stamp in list(zip(hist.steps, hist.values, hist.timestamps, strict=True))[
+        -tail:
+    ]:
+        table.add_row(str(step), _num(float(value), 6), _when(float(stamp)))
+    console.print(table)

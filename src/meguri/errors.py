@@ -1,0 +1,78 @@
+"""The one exception tree of meguri.
+
+Every error a user can see is a :class:`MeguriError`. Each message says what went wrong *and*
+what to do about it; third-party errors (SQLAlchemy, fsspec, pydantic, YAML) are translated at
+the boundary where they occur and never leak as raw stack traces from the CLI::
+
+    MeguriError
+    ├── ConfigError            environment, URLs, folders, permissions
+    ├── SpecError              meguri.yaml: parse and validation errors, with line and column
+    ├── StoreError             persistence
+    │   ├── MetadataStoreError     the SQL metadata store (schema version, connection)
+    │   ├── NotFoundError          a run, spec version, document... that does not exist
+    │   ├── ConflictError          a write that contradicts stored state
+    │   └── ArtifactError          the artifact store
+    │       └── ArtifactCorruptedError   content does not match its sha256
+    ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
+    └── QuerySyntaxError       a search filter or order-by that cannot be read
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactCorruptedError",
+    "ArtifactError",
+    "ConfigError",
+    "ConflictError",
+    "MeguriError",
+    "MetadataStoreError",
+    "NotFoundError",
+    "QuerySyntaxError",
+    "SpecError",
+    "StoreError",
+    "TrackingError",
+]
+
+
+class MeguriError(Exception):
+    """Root of every meguri error. ``str(err)`` is a message a person can act on."""
+
+
+class ConfigError(MeguriError):
+    """The environment or a setting is wrong (store URL, folder permissions, ...)."""
+
+
+class SpecError(MeguriError):
+    """The project spec (meguri.yaml) cannot be read or is invalid."""
+
+
+class StoreError(MeguriError):
+    """A persistence failure."""
+
+
+class MetadataStoreError(StoreError):
+    """The metadata store is unreachable, of a newer schema, or otherwise unusable."""
+
+
+class NotFoundError(StoreError):
+    """The named entity does not exist."""
+
+
+class ConflictError(StoreError):
+    """The write contradicts what is stored (e.g. a duplicate name)."""
+
+
+class ArtifactError(StoreError):
+    """The artifact store failed to read or write."""
+
+
+class ArtifactCorruptedError(ArtifactError):
+    """Stored content no longer matches its recorded sha256."""
+
+
+class TrackingError(MeguriError):
+    """Run tracking was used wrongly (e.g. logging to a run that has ended)."""
+
+
+class QuerySyntaxError(MeguriError):
+    """A search filter or order-by expression cannot be parsed."""

@@ -1,0 +1,441 @@
+"""The project spec, ``meguri.yaml``, as pydantic models (requirements as code).
+
+Every section forbids unknown keys, so a typo is an error that names the allowed keys. The
+sections that later phases fill in (``data``, ``model``, ``pipeline``, ``deploy``, ``monitor``)
+are *open*: they type the keys meguri reads today and keep any other key in ``model_extra``;
+:meth:`ProjectSpec.warnings` lists those keys (with a suggestion for likely typos).
+
+Checks that span several fields (unique criterion ids, a target that is not an excluded column,
+...) raise :class:`SpecProblems`, which carries the location of each problem so that the loader
+can point at the right line of the YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+Loc = tuple[str | int, ...]
+
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+Stage = Literal["test", "validation", "staging", "production"]
+Comparison = Literal[">=", ">", "<=", "<", "=="]
+Explainability = Literal["none", "global", "local"]
+Phase = Literal["requirements", "data", "model", "deploy", "monitor"]
+SourceFormat = Literal["csv", "parquet", "jsonl", "json", "excel", "sql"]
+Compute = Literal["local", "ray"]
+
+TASKS: tuple[str, ...] = get_args(Task)
+STAGES: tuple[str, ...] = get_args(Stage)
+COMPARISONS: tuple[str, ...] = get_args(Comparison)
+
+#: Algorithm names accepted in ``constraints.allowed_algorithms`` (the model zoo's names).
+ALGORITHMS: tuple[str, ...] = (
+    "linear",
+    "random_forest",
+    "hist_gradient_boosting",
+    "lightgbm",
+    "xgboost",
+    "knn",
+    "mlp",
+)
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/@-]{0,199}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class SpecProblems(ValueError):
+    """Problems found across fields, each ``(loc, message)`` with ``loc`` relative to the model."""
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{dotted(loc)}: {msg}" for loc, msg in self.problems))
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    """``("success_criteria", 1, "metric")`` → ``success_criteria[1].metric``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def check_name(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit, at most 100 characters (e.g. breast-cancer)"
+        )
+    return value
+
+
+def _metric(value: str) -> str:
+    if not _METRIC.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid metric name; use letters, digits and '_' (e.g. roc_auc)"
+        )
+    return value
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty; describe it in a sentence")
+    return value.strip()
+
+
+def _duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a duration such as ``90s``, ``15m``, ``1h``, ``1d`` or ``2w``."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(
+            f"{value!r} is not a duration; write a positive number and a unit s, m, h, d or w "
+            "(e.g. 15m, 1h, 1d)"
+        )
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+Slug = Annotated[str, AfterValidator(check_name)]
+MetricName = Annotated[str, AfterValidator(_metric)]
+Text = Annotated[str, AfterValidator(_text)]
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+def duplicates(values: Iterable[str], loc: Loc, what: str) -> list[tuple[Loc, str]]:
+    """A problem at each repeated value (from its second occurrence), ``loc + (index,)``."""
+    seen: Counter[str] = Counter()
+    problems: list[tuple[Loc, str]] = []
+    for index, value in enumerate(values):
+        seen[value] += 1
+        if seen[value] == 2:
+            problems.append(
+                ((*loc, index), f"{what} {value!r} appears more than once; {what}s must be unique")
+            )
+    return problems
+
+
+def _raise_if(problems: list[tuple[Loc, str]]) -> None:
+    if problems:
+        raise SpecProblems(problems)
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Open(BaseModel):
+    """A section that later phases extend: keys it does not know yet are kept, and warned about."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+# -- phase 1: the business requirements -------------------------------------------------------
+
+
+class Objective(_Closed):
+    problem: Text
+    expected_outcome: Text
+    kpi: Text
+
+
+class SuccessCriterion(_Closed):
+    """A measurable condition of success, checked where its evidence appears (``measured_on``)."""
+
+    id: Slug
+    metric: MetricName
+    measured_on: Stage
+    comparison: Comparison
+    threshold: float = Field(allow_inf_nan=False)
+    description: str | None = None
+
+    def check(self, value: float) -> bool:
+        """Whether ``value`` meets this criterion (NaN never does)."""
+        from meguri.spec._criteria import compare
+
+        return compare(value, self.comparison, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.comparison} {self.threshold:g} on {self.measured_on}"
+
+
+class FunctionalRequirements(_Closed):
+    task: Task
+    target: Annotated[str, AfterValidator(_text)]
+    inputs: list[str] | None = None
+    """The input columns; ``None`` means every column but the target and the excluded ones."""
+
+    @model_validator(mode="after")
+    def _check(self) -> FunctionalRequirements:
+        inputs = self.inputs or []
+        problems = duplicates(inputs, ("inputs",), "input column")
+        problems += [
+            (("inputs", i), f"the target {self.target!r} cannot also be an input; remove it")
+            for i, column in enumerate(inputs)
+            if column == self.target
+        ]
+        _raise_if(problems)
+        return self
+
+
+class NonFunctionalRequirements(_Closed):
+    latency_p95_ms: PositiveFloat | None = None
+    throughput_rps: PositiveFloat | None = None
+    max_model_size_mb: PositiveFloat | None = None
+    training_time_budget_minutes: PositiveFloat | None = None
+    explainability: Explainability = "none"
+
+
+class Requirements(_Closed):
+    functional: FunctionalRequirements
+    non_functional: NonFunctionalRequirements = NonFunctionalRequirements()
+
+
+class Constraints(_Closed):
+    excluded_columns: list[str] = []
+    """Columns that must never reach a model (PII, identifiers, leaks)."""
+    allowed_algorithms: list[str] | None = None
+    """Algorithm names the model search may use; ``None`` allows all of :data:`ALGORITHMS`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Constraints:
+        problems = duplicates(self.excluded_columns, ("excluded_columns",), "excluded column")
+        algorithms = self.allowed_algorithms or []
+        problems += duplicates(algorithms, ("allowed_algorithms",), "algorithm")
+        problems += [
+            (("allowed_algorithms", i), _unknown(name, ALGORITHMS, "algorithm"))
+            for i, name in enumerate(algorithms)
+            if name not in ALGORITHMS
+        ]
+        if self.allowed_algorithms == []:
+            problems.append((("allowed_algorithms",), "is empty; name at least one algorithm"))
+        _raise_if(problems)
+        return self
+
+
+class TeamMember(_Closed):
+    name: Text
+    role: str | None = None
+    skills: list[str] = []
+
+
+class ComputeBudget(_Closed):
+    cpu_cores: PositiveInt | None = None
+    memory_gb: PositiveFloat | None = None
+    gpus: NonNegativeInt = 0
+    monthly_cost: NonNegativeFloat | None = None
+    currency: str = "USD"
+
+
+class Milestone(_Closed):
+    name: Text
+    due: date
+    phase: Phase | None = None
+    description: str | None = None
+
+
+class Schedule(_Closed):
+    start: date | None = None
+    end: date | None = None
+    milestones: list[Milestone] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> Schedule:
+        problems = duplicates([m.name for m in self.milestones], ("milestones",), "milestone")
+        if self.start and self.end and self.end < self.start:
+            problems.append((("end",), f"{self.end} is before the start {self.start}"))
+        for i, milestone in enumerate(self.milestones):
+            if not _within(milestone.due, self.start, self.end):
+                span = f"{self.start or '…'} to {self.end or '…'}"
+                problems.append(
+                    (("milestones", i, "due"), f"{milestone.due} is outside the schedule ({span})")
+                )
+        _raise_if(problems)
+        return self
+
+
+def _within(day: date, start: date | None, end: date | None) -> bool:
+    return (start is None or day >= start) and (end is None or day <= end)
+
+
+class Resources(_Closed):
+    team: list[TeamMember] = []
+    skills_needed: list[str] = []
+    tools: list[str] = []
+    compute_budget: ComputeBudget = ComputeBudget()
+    schedule: Schedule = Schedule()
+
+    @model_validator(mode="after")
+    def _check(self) -> Resources:
+        _raise_if(duplicates([m.name for m in self.team], ("team",), "team member"))
+        return self
+
+    def uncovered_skills(self) -> list[str]:
+        """Skills in ``skills_needed`` that no team member lists (case-insensitive)."""
+        have = {skill.casefold() for member in self.team for skill in member.skills}
+        return [skill for skill in self.skills_needed if skill.casefold() not in have]
+
+
+# -- the sections later phases fill in --------------------------------------------------------
+
+
+class DataSource(_Closed):
+    name: Slug
+    uri: Text
+    """A path, any fsspec URL (``s3://...``), a database URL, or ``bundled://NAME``."""
+    format: SourceFormat | None = None
+    """Read as; ``None`` infers it from the URI's suffix."""
+    options: dict[str, Any] = {}
+    description: str | None = None
+
+
+class DataSpec(_Open):
+    sources: list[DataSource] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        _raise_if(duplicates([s.name for s in self.sources], ("sources",), "source name"))
+        return self
+
+
+class ModelSpec(_Open):
+    seed: int = 42
+    cv_folds: int = Field(5, ge=2, le=100)
+
+
+class PipelineSpec(_Open):
+    compute: Compute = "local"
+    cache: bool = True
+    schedule: str | None = None
+    """When to re-run the pipeline: a duration (``1d``) or a cron expression."""
+
+
+class DeployEnvironment(_Closed):
+    workers: PositiveInt = 1
+    capture_rate: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of requests whose inputs and predictions are captured for monitoring."""
+
+
+class DeploySpec(_Open):
+    environments: dict[Slug, DeployEnvironment] = {}
+
+
+class MonitorSpec(_Open):
+    window: Duration = "1h"
+    drift_threshold: PositiveFloat = 0.1
+
+
+_OPEN_SECTIONS = ("data", "model", "pipeline", "deploy", "monitor")
+
+
+# -- the whole spec ---------------------------------------------------------------------------
+
+
+class ProjectSpec(_Closed):
+    """The whole of ``meguri.yaml``."""
+
+    version: Literal[1]
+    project: Slug
+    objective: Objective
+    success_criteria: list[SuccessCriterion] = []
+    requirements: Requirements
+    constraints: Constraints = Constraints()
+    resources: Resources = Resources()
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    pipeline: PipelineSpec = PipelineSpec()
+    deploy: DeploySpec = DeploySpec()
+    monitor: MonitorSpec = MonitorSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> ProjectSpec:
+        ids = [c.id for c in self.success_criteria]
+        problems = duplicates(ids, ("success_criteria",), "criterion id")
+        problems = [((*loc, "id"), msg) for loc, msg in problems]
+        problems += self._excluded_column_problems()
+        _raise_if(problems)
+        return self
+
+    def _excluded_column_problems(self) -> list[tuple[Loc, str]]:
+        excluded = set(self.constraints.excluded_columns)
+        functional = self.requirements.functional
+        where: Loc = ("requirements", "functional")
+        problems: list[tuple[Loc, str]] = []
+        if functional.target in excluded:
+            problems.append(
+                (
+                    (*where, "target"),
+                    f"{functional.target!r} is listed in "
+                    "constraints.excluded_columns; a target cannot be excluded: remove it there",
+                )
+            )
+        for i, column in enumerate(functional.inputs or []):
+            if column in excluded:
+                problems.append(
+                    (
+                        (*where, "inputs", i),
+                        f"{column!r} is listed in constraints.excluded_columns;"
+                        " remove it from one of the two lists",
+                    )
+                )
+        return problems
+
+    def criteria_on(self, stage: Stage) -> list[SuccessCriterion]:
+        """The success criteria measured on ``stage`` (test, validation, staging, production)."""
+        return [c for c in self.success_criteria if c.measured_on == stage]
+
+    def criterion(self, criterion_id: str) -> SuccessCriterion:
+        for criterion in self.success_criteria:
+            if criterion.id == criterion_id:
+                return criterion
+        known = ", ".join(c.id for c in self.success_criteria) or "none"
+        raise KeyError(f"No success criterion {criterion_id!r} in the spec (known: {known})")
+
+    def warnings(self) -> list[str]:
+        """Advice that does not make the spec invalid: unknown keys in open sections, gaps."""
+        notes = [_extra_note(name, getattr(self, name)) for name in _OPEN_SECTIONS]
+        out = [note for group in notes for note in group]
+        if not self.success_criteria:
+            out.append("success_criteria is empty: no gate can pass or fail; add criteria")
+        out += [
+            f"resources.skills_needed: no team member lists {skill!r}"
+            for skill in self.resources.uncovered_skills()
+        ]
+        return out
+
+
+def _extra_note(name: str, section: BaseModel) -> list[str]:
+    known = tuple(type(section).model_fields)
+    notes = []
+    for key in section.model_extra or {}:
+        hint = difflib.get_close_matches(key, known, n=1)
+        tail = f"; did you mean {hint[0]!r}?" if hint else " by this version of meguri"
+        notes.append(f"{name}.{key} is not read{tail}")
+    return notes
+
+
+def _unknown(value: str, allowed: Sequence[str], what: str) -> str:
+    hint = difflib.get_close_matches(value, allowed, n=1)
+    tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"{value!r} is not a known {what}{tail}; use one of {', '.join(allowed)}"

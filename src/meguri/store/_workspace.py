@@ -1,0 +1,122 @@
+"""A workspace: the stores of one project folder, resolved from arguments, environment and defaults.
+
+Resolution order for each setting: explicit argument, then environment variable, then default.
+
+=================  ======================  ==========================================
+setting            environment             default
+=================  ======================  ==========================================
+metadata store     ``MEGURI_STORE_URL``    ``sqlite:///<root>/.meguri/meguri.db``
+artifact store     ``MEGURI_ARTIFACTS_URL`` ``<root>/.meguri/artifacts``
+project name       ``MEGURI_PROJECT``      ``project:`` in ``meguri.yaml``, else the folder name
+user               ``MEGURI_USER``         the login name
+=================  ======================  ==========================================
+
+The root is the nearest folder, from the current one upwards, holding ``meguri.yaml`` or
+``.meguri/``; the current folder if there is none.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from meguri.store.artifacts import ArtifactStore, open_artifact_store
+from meguri.store.metadata import MetadataStore, Project, open_metadata_store
+
+SPEC_FILE = "meguri.yaml"
+STATE_DIR = ".meguri"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    metadata: MetadataStore
+    artifacts: ArtifactStore
+    project: Project
+    user: str
+
+    def close(self) -> None:
+        self.metadata.close()
+
+
+def find_root(start: Path | None = None) -> Path:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / SPEC_FILE).is_file() or (folder / STATE_DIR).is_dir():
+            return folder
+    return here
+
+
+def current_user() -> str:
+    env = os.environ.get("MEGURI_USER")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _project_from_spec(root: Path) -> str | None:
+    path = root / SPEC_FILE
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None  # the spec loader reports a broken spec with line numbers
+    name = data.get("project") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def open_workspace(
+    root: str | Path | None = None,
+    *,
+    store_url: str | None = None,
+    artifacts_url: str | None = None,
+    project: str | None = None,
+    user: str | None = None,
+) -> Workspace:
+    """Open (creating if needed) the stores of the project at ``root``."""
+    base = Path(root).resolve() if root is not None else find_root()
+    state = base / STATE_DIR
+    store_url = (
+        store_url or os.environ.get("MEGURI_STORE_URL") or f"sqlite:///{state / 'meguri.db'}"
+    )
+    artifacts_url = (
+        artifacts_url or os.environ.get("MEGURI_ARTIFACTS_URL") or str(state / "artifacts")
+    )
+    name = project or os.environ.get("MEGURI_PROJECT") or _project_from_spec(base) or base.name
+    who = user or current_user()
+    metadata = open_metadata_store(store_url)
+    return Workspace(
+        root=base,
+        metadata=metadata,
+        artifacts=open_artifact_store(artifacts_url),
+        project=metadata.projects.ensure(name, who),
+        user=who,
+    )
+
+
+_default: Workspace | None = None
+
+
+def init(root: str | Path | None = None, **settings: str | None) -> Workspace:
+    """Open the workspace at ``root`` and make it the SDK's default (see :func:`open_workspace`)."""
+    global _default
+    if _default is not None:
+        _default.close()
+    _default = open_workspace(root, **settings)
+    return _default
+
+
+def default_workspace() -> Workspace:
+    """The workspace set by :func:`init`, or the one found from the current folder."""
+    global _default
+    if _default is None:
+        _default = open_workspace()
+    return _default

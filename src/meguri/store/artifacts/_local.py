@@ -1,0 +1,73 @@
+"""The artifact store in a local folder (the default).
+
+A write goes to a unique ``.tmp-…`` file in the object's own folder, is fsynced, then renamed
+into place with ``os.replace``: readers see the whole object or nothing, and a writer killed
+half-way (even by SIGKILL) leaves only the dot-named temp file, invisible to the store and
+removed by ``gc_temp``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from meguri.errors import ArtifactError, ConfigError, MeguriError
+from meguri.store.artifacts._atomic import atomic_write
+from meguri.store.artifacts._fsspec import FsspecArtifactStore
+
+_FIX = "or set MEGURI_ARTIFACTS_URL to a folder this user can write"
+
+
+class LocalArtifactStore(FsspecArtifactStore):
+    """Artifacts under a local folder, read through fsspec's local filesystem."""
+
+    def __init__(self, folder: Path) -> None:
+        from fsspec.implementations.local import LocalFileSystem
+
+        super().__init__(LocalFileSystem(), str(folder), str(folder))
+        self.folder = folder
+
+    def _write(self, path: str, chunks: Iterable[bytes], size: int) -> None:
+        atomic_write(Path(path), chunks, durable=True)
+
+    def _translate(self, exc: BaseException, action: str) -> MeguriError:
+        if isinstance(exc, PermissionError):
+            return ConfigError(
+                f"Cannot {action} in the artifact folder {self.folder}: permission denied on "
+                f"{exc.filename or self.folder}. Give this user write access to the folder "
+                f"(chown/chmod), {_FIX}."
+            )
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return ArtifactError(
+                f"Cannot {action} in the artifact folder {self.folder}: the disk is full. "
+                f"Free some space, {_FIX} on another disk."
+            )
+        return super()._translate(exc, action)
+
+    def _where(self, path: str) -> str:
+        return path
+
+
+def open_local(location: str) -> LocalArtifactStore:
+    """The store in the folder ``location`` (created if missing); ConfigError if it cannot be."""
+    folder = Path(os.path.abspath(os.path.expanduser(location)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise ConfigError(
+            f"Cannot create the artifact folder {folder}: permission denied. Create it with "
+            f"write access for this user, {_FIX}."
+        ) from exc
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(
+            f"The artifact folder {folder} cannot be created: a file is in the way "
+            f"({exc.filename or folder}). Move that file, {_FIX}."
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the artifact folder {folder}: {exc.strerror or exc}. Fix the path, "
+            f"{_FIX}."
+        ) from exc
+    return LocalArtifactStore(folder)

@@ -1,0 +1,28 @@
+"""The metadata store (SQLAlchemy 2 + Alembic): SQLite by default, PostgreSQL by URL."""
+
+from meguri.store.metadata._entities import (
+    ArtifactRef,
+    Document,
+    DocumentVersion,
+    Experiment,
+    MetricPoint,
+    Project,
+    Run,
+    RunStatus,
+    SpecVersion,
+)
+from meguri.store.metadata._store import MetadataStore, open_metadata_store
+
+__all__ = [
+    "ArtifactRef",
+    "Document",
+    "DocumentVersion",
+    "Experiment",
+    "MetadataStore",
+    "MetricPoint",
+    "Project",
+    "Run",
+    "RunStatus",
+    "SpecVersion",
+    "open_metadata_store",
+]

@@ -1,0 +1,110 @@
+"""Domain records returned by the repositories: plain, immutable, detached from any session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    KILLED = "killed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpecVersion:
+    id: str
+    project_id: str
+    hash: str
+    content: str
+    message: str | None
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    project_id: str
+    name: str
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentVersion:
+    id: str
+    document_id: str
+    version: int
+    hash: str
+    content: str
+    message: str | None
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    id: str
+    project_id: str
+    name: str
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    """A run's named artifact: the name is logical, the bytes live under ``digest``."""
+
+    name: str
+    digest: str
+    size: int
+    media_type: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    experiment_id: str
+    name: str
+    status: RunStatus
+    created_at: float
+    created_by: str
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    status_reason: str | None = None
+    parent_run_id: str | None = None
+    spec_version_id: str | None = None
+    code_version: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, MetricPoint] = field(default_factory=dict)
+    inputs: dict[str, list[str]] = field(default_factory=dict)

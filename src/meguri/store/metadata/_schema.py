@@ -1,0 +1,163 @@
+"""Tables of the metadata store (SQLAlchemy Core).
+
+Times are seconds since the epoch as double precision. Metric values are doubles where NULL
+stands for NaN (SQLite cannot store NaN). Alembic migrations under ``migrations/`` create and
+evolve these tables; a test checks that the migrations and this module agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_ID = sa.String(40)
+_KEY = sa.String(250)
+
+
+def _created() -> list[sa.Column[object]]:
+    return [
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+    ]
+
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    *_created(),
+)
+
+spec_versions = sa.Table(
+    "spec_versions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    *_created(),
+    sa.UniqueConstraint("project_id", "hash"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    *_created(),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+document_versions = sa.Table(
+    "document_versions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("document_id", _ID, sa.ForeignKey("documents.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    *_created(),
+    sa.UniqueConstraint("document_id", "version"),
+)
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    *_created(),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("experiment_id", _ID, sa.ForeignKey("experiments.id"), nullable=False),
+    sa.Column("parent_run_id", _ID, sa.ForeignKey("runs.id"), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    *_created(),
+    sa.Column("ended_at", sa.Double, nullable=True),
+    sa.Column("heartbeat_at", sa.Double, nullable=True),
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("spec_version_id", _ID, sa.ForeignKey("spec_versions.id"), nullable=True),
+    sa.Column("code_version", sa.String(200), nullable=True),
+    sa.Column("host", sa.String(200), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("wall_seconds", sa.Double, nullable=True),
+    sa.Column("cpu_seconds", sa.Double, nullable=True),
+    sa.Column("peak_memory_bytes", sa.BigInteger, nullable=True),
+    sa.Index(None, "experiment_id", "created_at"),
+    sa.Index(None, "status", "heartbeat_at"),
+)
+
+run_params = sa.Table(
+    "run_params",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", _KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+run_tags = sa.Table(
+    "run_tags",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", _KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("key", _KEY, nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", sa.Double, nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Index(None, "run_id", "key", "step"),
+)
+
+latest_metrics = sa.Table(
+    "latest_metrics",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", _KEY, primary_key=True),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", sa.Double, nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Index(None, "key", "value"),
+)
+
+run_inputs = sa.Table(
+    "run_inputs",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("kind", sa.String(40), primary_key=True),
+    sa.Column("ref", sa.String(200), primary_key=True),
+)
+
+run_artifacts = sa.Table(
+    "run_artifacts",
+    metadata,
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("name", sa.String(500), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)

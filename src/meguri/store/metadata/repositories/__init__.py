@@ -1,0 +1,1 @@
+"""One repository module per aggregate; each takes a ``Database`` (see ``_engine.py``)."""

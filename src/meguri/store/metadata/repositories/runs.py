@@ -1,0 +1,428 @@
+"""Experiments and runs: params, tags, metric history, inputs and artifact references.
+
+Metric points are written in batches (one ``executemany`` per flush); ``latest_metrics`` keeps
+the last point of each key (highest step, then newest time) so that searching and ordering runs
+by a metric is one indexed join, however long the histories are.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from meguri.errors import ConflictError, NotFoundError
+from meguri.store._ids import new_id
+from meguri.store.metadata._engine import Database
+from meguri.store.metadata._entities import (
+    ArtifactRef,
+    Experiment,
+    MetricPoint,
+    Run,
+    RunStatus,
+)
+from meguri.store.metadata._schema import (
+    experiments,
+    latest_metrics,
+    metrics,
+    run_artifacts,
+    run_inputs,
+    run_params,
+    run_tags,
+    runs,
+)
+from meguri.store.metadata._search import apply_order, clause_condition, parse_filter, parse_order
+
+#: One metric point as buffered by the tracking SDK: (key, value, step, timestamp).
+PointTuple = tuple[str, float, int, float]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricHistory:
+    """All points of one metric of one run, ordered by step then time (columnar)."""
+
+    key: str
+    steps: np.ndarray[Any, np.dtype[np.int64]]
+    values: np.ndarray[Any, np.dtype[np.float64]]
+    timestamps: np.ndarray[Any, np.dtype[np.float64]]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResources:
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+
+
+def _nan_to_null(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _null_to_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+class RunRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- experiments -------------------------------------------------------------------------
+
+    def ensure_experiment(self, project_id: str, name: str, created_by: str) -> Experiment:
+        found = self.find_experiment(project_id, name)
+        if found is not None:
+            return found
+        row = {
+            "id": new_id("exp"),
+            "project_id": project_id,
+            "name": name,
+            "created_at": time.time(),
+            "created_by": created_by,
+        }
+        try:
+            with self._db.write() as conn:
+                conn.execute(experiments.insert(), row)
+        except sa.exc.IntegrityError:
+            pass  # created concurrently
+        found = self.find_experiment(project_id, name)
+        assert found is not None
+        return found
+
+    def find_experiment(self, project_id: str, name: str) -> Experiment | None:
+        query = sa.select(experiments).where(
+            experiments.c.project_id == project_id, experiments.c.name == name
+        )
+        with self._db.read() as conn:
+            row = conn.execute(query).one_or_none()
+        return None if row is None else Experiment(**row._mapping)
+
+    def list_experiments(self, project_id: str) -> list[Experiment]:
+        query = sa.select(experiments).where(experiments.c.project_id == project_id)
+        with self._db.read() as conn:
+            rows = conn.execute(query.order_by(experiments.c.name)).all()
+        return [Experiment(**r._mapping) for r in rows]
+
+    # -- run lifecycle -----------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        created_by: str,
+        name: str | None = None,
+        parent_run_id: str | None = None,
+        spec_version_id: str | None = None,
+        code_version: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> Run:
+        now = time.time()
+        run_id = new_id("run")
+        row = {
+            "id": run_id,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id,
+            "name": name or run_id,
+            "status": RunStatus.RUNNING.value,
+            "created_at": now,
+            "created_by": created_by,
+            "heartbeat_at": now,
+            "spec_version_id": spec_version_id,
+            "code_version": code_version,
+            "host": host,
+            "pid": pid,
+        }
+        with self._db.write() as conn:
+            conn.execute(runs.insert(), row)
+        return self.get_run(run_id)
+
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        reason: str | None = None,
+        resources: RunResources | None = None,
+    ) -> None:
+        res = resources or RunResources()
+        values = {
+            "status": status.value,
+            "ended_at": time.time(),
+            "status_reason": reason,
+            "wall_seconds": res.wall_seconds,
+            "cpu_seconds": res.cpu_seconds,
+            "peak_memory_bytes": res.peak_memory_bytes,
+        }
+        with self._db.write() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def heartbeat(self, run_ids: Sequence[str], peak_memory_bytes: int | None = None) -> None:
+        if not run_ids:
+            return
+        values: dict[str, Any] = {"heartbeat_at": time.time()}
+        if peak_memory_bytes is not None:
+            values["peak_memory_bytes"] = peak_memory_bytes
+        query = runs.update().where(
+            runs.c.id.in_(list(run_ids)), runs.c.status == RunStatus.RUNNING.value
+        )
+        with self._db.write() as conn:
+            conn.execute(query.values(**values))
+
+    def fail_stale_runs(self, timeout_seconds: float) -> int:
+        """Mark running runs whose heartbeat stopped ``timeout_seconds`` ago as failed."""
+        cutoff = time.time() - timeout_seconds
+        stale = sa.and_(runs.c.status == RunStatus.RUNNING.value, runs.c.heartbeat_at < cutoff)
+        reason = (
+            f"no heartbeat for over {timeout_seconds:g} s: the process was killed or lost "
+            "(e.g. SIGKILL, out of memory, machine restart)"
+        )
+        update = runs.update().where(stale)
+        with self._db.read() as conn:
+            if conn.execute(sa.select(runs.c.id).where(stale).limit(1)).first() is None:
+                return 0
+        with self._db.write() as conn:
+            result = conn.execute(
+                update.values(
+                    status=RunStatus.FAILED.value,
+                    ended_at=runs.c.heartbeat_at,
+                    status_reason=reason,
+                )
+            )
+        return int(result.rowcount)
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def log_batch(
+        self,
+        run_id: str,
+        points: Sequence[PointTuple] = (),
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write metric points, params and tags of one run in one transaction."""
+        with self._db.write() as conn:
+            if params:
+                self._write_params(conn, run_id, params)
+            if tags:
+                self._upsert(
+                    conn,
+                    run_tags,
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                    ("value",),
+                )
+            if points:
+                self._write_points(conn, run_id, points)
+
+    def _write_points(self, conn: sa.Connection, run_id: str, points: Sequence[PointTuple]) -> None:
+        conn.execute(metrics.insert(), _metric_rows(run_id, points))
+        latest: dict[str, PointTuple] = {}
+        for point in points:  # the last point of each key: highest (step, timestamp)
+            best = latest.get(point[0])
+            if best is None or point[2:] >= best[2:]:
+                latest[point[0]] = point
+        self._upsert_latest(conn, _metric_rows(run_id, list(latest.values())))
+
+    def _insert_for(self, table: sa.Table) -> Any:
+        """An INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share it)."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        return sqlite.insert(table) if self._db.is_sqlite else postgresql.insert(table)
+
+    def _upsert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        update: tuple[str, ...],
+    ) -> None:
+        stmt = self._insert_for(table)
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: stmt.excluded[c] for c in update}
+        )
+        conn.execute(stmt, rows)
+
+    def _upsert_latest(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        stmt = self._insert_for(latest_metrics)
+        newer = sa.or_(
+            stmt.excluded.step > latest_metrics.c.step,
+            sa.and_(
+                stmt.excluded.step == latest_metrics.c.step,
+                stmt.excluded.timestamp >= latest_metrics.c.timestamp,
+            ),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={c: stmt.excluded[c] for c in ("step", "timestamp", "value")},
+            where=newer,
+        )
+        conn.execute(stmt, rows)
+
+    def _write_params(self, conn: sa.Connection, run_id: str, params: Mapping[str, str]) -> None:
+        query = sa.select(run_params.c.key, run_params.c.value).where(
+            run_params.c.run_id == run_id, run_params.c.key.in_(list(params))
+        )
+        existing = dict(conn.execute(query).all())
+        changed = {
+            k: (existing[k], v) for k, v in params.items() if k in existing and existing[k] != v
+        }
+        if changed:
+            key, (old, new) = next(iter(changed.items()))
+            raise ConflictError(
+                f"Param {key!r} of run {run_id} is already {old!r}; cannot change it to {new!r}. "
+                "Params are immutable: log the new value under another key, or start a new run."
+            )
+        rows = [
+            {"run_id": run_id, "key": k, "value": v} for k, v in params.items() if k not in existing
+        ]
+        if rows:
+            conn.execute(run_params.insert(), rows)
+
+    def add_inputs(self, run_id: str, kind: str, refs: Iterable[str]) -> None:
+        rows = [{"run_id": run_id, "kind": kind, "ref": ref} for ref in dict.fromkeys(refs)]
+        if not rows:
+            return
+        stmt = self._insert_for(run_inputs).on_conflict_do_nothing()
+        with self._db.write() as conn:
+            conn.execute(stmt, rows)
+
+    def add_artifact(self, run_id: str, artifact: ArtifactRef) -> None:
+        row = {"run_id": run_id, **{f: getattr(artifact, f) for f in ArtifactRef.__slots__}}
+        with self._db.write() as conn:
+            self._upsert(conn, run_artifacts, [row], ("digest", "size", "media_type", "created_at"))
+
+    def list_artifacts(self, run_id: str) -> list[ArtifactRef]:
+        query = sa.select(run_artifacts).where(run_artifacts.c.run_id == run_id)
+        with self._db.read() as conn:
+            rows = conn.execute(query.order_by(run_artifacts.c.name)).all()
+        return [ArtifactRef(**{k: v for k, v in r._mapping.items() if k != "run_id"}) for r in rows]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        found = self._load([run_id])
+        if not found:
+            raise NotFoundError(f"No run {run_id!r}. List runs with `meguri runs list`.")
+        return found[0]
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The one run whose ID (or name) starts with ``prefix``."""
+        query = sa.select(runs.c.id).where(
+            sa.or_(runs.c.id.startswith(prefix, autoescape=True), runs.c.name == prefix)
+        )
+        with self._db.read() as conn:
+            ids = conn.execute(query.limit(5)).scalars().all()
+        if len(ids) == 1:
+            return str(ids[0])
+        if not ids:
+            raise NotFoundError(f"No run matches {prefix!r}. List runs with `meguri runs list`.")
+        raise NotFoundError(
+            f"{prefix!r} matches several runs ({', '.join(ids)}, ...); give more of the ID."
+        )
+
+    def metric_history(self, run_id: str, key: str) -> MetricHistory:
+        query = (
+            sa.select(metrics.c.step, metrics.c.value, metrics.c.timestamp)
+            .where(metrics.c.run_id == run_id, metrics.c.key == key)
+            .order_by(metrics.c.step, metrics.c.timestamp)
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return MetricHistory(key, np.empty(0, np.int64), np.empty(0), np.empty(0))
+        steps, values, stamps = zip(*rows, strict=True)
+        vals = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        return MetricHistory(key, np.array(steps, np.int64), vals, np.array(stamps, np.float64))
+
+    def search(
+        self,
+        experiment_ids: Sequence[str],
+        filter: str | None = None,
+        order_by: list[str] | None = None,
+        max_results: int = 1000,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs of the experiments matching ``filter`` (see ``_search``), ordered, one page."""
+        query = sa.select(runs.c.id).where(runs.c.experiment_id.in_(list(experiment_ids)))
+        for clause in parse_filter(filter):
+            query = query.where(clause_condition(clause))
+        query = apply_order(query, parse_order(order_by)).limit(max_results).offset(offset)
+        with self._db.read() as conn:
+            ids = conn.execute(query).scalars().all()
+        return self._load(list(ids))
+
+    def count(self, experiment_ids: Sequence[str]) -> int:
+        query = sa.select(sa.func.count()).select_from(runs)
+        query = query.where(runs.c.experiment_id.in_(list(experiment_ids)))
+        with self._db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _load(self, ids: list[str]) -> list[Run]:
+        """Full runs for ``ids``, in that order: four queries whatever the page size."""
+        if not ids:
+            return []
+        with self._db.read() as conn:
+            base = {
+                r.id: r._mapping for r in conn.execute(sa.select(runs).where(runs.c.id.in_(ids)))
+            }
+            params = _grouped(conn, run_params, ids)
+            tags = _grouped(conn, run_tags, ids)
+            latest = _latest(conn, ids)
+            inputs = _inputs(conn, ids)
+        return [
+            _run(base[i], params.get(i, {}), tags.get(i, {}), latest.get(i, {}), inputs.get(i, {}))
+            for i in ids
+            if i in base
+        ]
+
+
+def _metric_rows(run_id: str, points: Sequence[PointTuple]) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "key": k, "value": _nan_to_null(v), "step": s, "timestamp": t}
+        for k, v, s, t in points
+    ]
+
+
+def _grouped(conn: sa.Connection, table: sa.Table, ids: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    query = sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
+    for run_id, key, value in conn.execute(query):
+        out.setdefault(run_id, {})[key] = value
+    return out
+
+
+def _latest(conn: sa.Connection, ids: list[str]) -> dict[str, dict[str, MetricPoint]]:
+    out: dict[str, dict[str, MetricPoint]] = {}
+    t = latest_metrics.c
+    query = sa.select(t.run_id, t.key, t.value, t.step, t.timestamp).where(t.run_id.in_(ids))
+    for run_id, key, value, step, stamp in conn.execute(query):
+        out.setdefault(run_id, {})[key] = MetricPoint(key, _null_to_nan(value), step, stamp)
+    return out
+
+
+def _inputs(conn: sa.Connection, ids: list[str]) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    query = sa.select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.ref)
+    for run_id, kind, ref in conn.execute(query):
+        out.setdefault(run_id, {}).setdefault(kind, []).append(ref)
+    return out
+
+
+def _run(
+    base: Any,
+    params: dict[str, str],
+    tags: dict[str, str],
+    latest: dict[str, MetricPoint],
+    inputs: dict[str, list[str]],
+) -> Run:
+    fields = dict(base)
+    fields["status"] = RunStatus(fields["status"])
+    return Run(**fields, params=params, tags=tags, metrics=latest, inputs=inputs)

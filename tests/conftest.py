@@ -1,0 +1,1 @@
+pytest_plugins = ["meguri.testing.pytest_plugin"]

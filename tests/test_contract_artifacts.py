@@ -1,0 +1,1 @@
+from meguri.testing.contract_artifacts import *  # noqa: F403

@@ -1,0 +1,1 @@
+from meguri.testing.contract_projects import *  # noqa: F403

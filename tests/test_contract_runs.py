@@ -1,0 +1,1 @@
+from meguri.testing.contract_runs import *  # noqa: F403

@@ -1,0 +1,1 @@
+from meguri.testing.contract_specs import *  # noqa: F403

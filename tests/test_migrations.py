@@ -1,0 +1,240 @@
+"""Migrations build exactly ``_schema.py``, run once under a lock and refuse a newer store."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from meguri.errors import MetadataStoreError
+from meguri.store.metadata import open_metadata_store
+from meguri.store.metadata._engine import create_engine, sqlite_path
+from meguri.store.metadata._migrate import (
+    _MIGRATIONS,
+    HEAD_REVISION,
+    LOCK_KEY,
+    current_revision,
+    lock_path,
+    migrate,
+)
+from meguri.store.metadata._schema import metadata
+
+PROCESSES = 8
+
+# Each child imports everything first, says "ready", then waits for "go" on stdin, so that the
+# eight opens of the brand-new store start together rather than staggered by import time.
+_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from meguri.store.metadata import open_metadata_store
+    from meguri.store.metadata._engine import create_engine
+    from meguri.store.metadata._migrate import migrate
+
+    url = sys.argv[1]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    engine = create_engine(url)
+    migrated = migrate(engine)
+    engine.dispose()
+    store = open_metadata_store(url)
+    project = store.projects.ensure(f"p{os.getpid()}", "child")
+    store.close()
+    print(json.dumps({"migrated": migrated, "project": project.id}), flush=True)
+    """
+)
+
+
+@pytest.fixture
+def engine(metadata_url: str) -> Iterator[sa.Engine]:
+    eng = create_engine(metadata_url)
+    yield eng
+    eng.dispose()
+
+
+def _revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return current_revision(conn)
+
+
+def _schema_differences(engine: sa.Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+def test_head_revision_constant_matches_the_scripts() -> None:
+    scripts = ScriptDirectory(str(_MIGRATIONS))
+    assert scripts.get_heads() == [HEAD_REVISION], "update HEAD_REVISION in _migrate.py"
+
+
+def test_migrations_build_exactly_the_schema_module(engine: sa.Engine) -> None:
+    assert migrate(engine) is True
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    assert set(sa.inspect(engine).get_table_names()) == {*metadata.tables, "alembic_version"}
+
+
+def test_migrate_twice_upgrades_once(engine: sa.Engine) -> None:
+    assert migrate(engine) is True
+    assert migrate(engine) is False
+    assert _revision(engine) == HEAD_REVISION
+
+
+def test_downgrade_to_base_and_back(engine: sa.Engine) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+
+    migrate(engine)
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
+    assert migrate(engine) is True
+    assert _schema_differences(engine) == []
+
+
+def test_newer_store_is_refused_with_the_fix(engine: sa.Engine, metadata_url: str) -> None:
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(MetadataStoreError, match="9999") as info:
+        open_metadata_store(metadata_url)
+    message = str(info.value)
+    assert "newer meguri" in message
+    assert "pip install -U meguri" in message
+    assert "\n" not in message
+
+
+def _spawn_children(url: str, count: int) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(count)
+    ]
+
+
+def _release_and_collect(children: list[subprocess.Popen[str]]) -> list[dict[str, object]]:
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", child.stderr
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+@pytest.mark.slow
+def test_eight_processes_open_a_brand_new_store_at_once(
+    metadata_url: str, engine: sa.Engine
+) -> None:
+    children = _spawn_children(metadata_url, PROCESSES)
+    try:
+        results = _release_and_collect(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+    assert sum(bool(r["migrated"]) for r in results) == 1  # the others found it done
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        assert len(store.projects.list()) == PROCESSES
+    finally:
+        store.close()
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@contextmanager
+def _hold_migration_lock(engine: sa.Engine) -> Iterator[None]:
+    """Hold the lock that ``migrate`` takes, as another process would."""
+    if engine.dialect.name == "sqlite":
+        path = sqlite_path(engine.url)
+        assert path is not None
+        with open(lock_path(path), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_lock(LOCK_KEY)))
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(LOCK_KEY)))
+            conn.commit()
+
+
+def _migrate_in_thread(engine: sa.Engine) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(migrate(engine)), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_upgrade_waits_for_the_lock(engine: sa.Engine) -> None:
+    with _hold_migration_lock(engine):
+        thread, outcome = _migrate_in_thread(engine)
+        thread.join(0.5)
+        assert thread.is_alive(), "migrate did not wait for the lock"
+        assert outcome == []
+        if engine.dialect.name == "sqlite":  # the new file is not even created outside the lock
+            path = sqlite_path(engine.url)
+            assert path is not None
+            assert not path.exists() or path.stat().st_size == 0
+    thread.join(30)
+    assert outcome == [True]
+
+
+def test_store_at_head_opens_without_the_lock(engine: sa.Engine) -> None:
+    migrate(engine)
+    with _hold_migration_lock(engine):
+        thread, outcome = _migrate_in_thread(engine)
+        thread.join(10)
+    assert outcome == [False]
+
+
+def test_sqlite_lock_file_sits_next_to_the_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nested' / 'meguri.db'}"
+    open_metadata_store(url).close()
+    assert (tmp_path / "nested" / "meguri.db.migrate.lock").is_file()
+    assert lock_path(tmp_path / "x.db") == tmp_path / "x.db.migrate.lock"
+
+
+def test_in_memory_store_survives_migration() -> None:
+    store = open_metadata_store("sqlite://")
+    try:
+        assert store.projects.ensure("mem", "t").name == "mem"
+    finally:
+        store.close()
