@@ -108,7 +108,6 @@ def test_sigkill_during_large_write_leaves_no_visible_artifact(
     os.kill(writer.pid, signal.SIGKILL)
     assert writer.wait() == -signal.SIGKILL
 
-    print("KILLED AT", temp.stat().st_size)
     assert temp.exists()  # the killed writer's partial file is still there ...
     assert _entries(store) == ([], [temp])  # ... and it is the only thing there
     assert not store.exists(digest)
@@ -230,7 +229,10 @@ def read_only_folder() -> Iterator[Path]:
 def test_folder_without_write_permission_is_a_config_error(read_only_folder: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _UNPRIVILEGED, str(read_only_folder)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     created, written = result.stdout.splitlines()

@@ -28,20 +28,9 @@ def main() -> None:
     """Console entry point: a :class:`MeguriError` becomes one red line and exit status 1."""
     _register()
     try:
-        app(standalone_mode=False)
+        app()
     except MeguriError as err:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise

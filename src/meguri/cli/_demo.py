@@ -8,6 +8,7 @@ on a stage are logged as ``<stage>/<metric>`` (``test/roc_auc``, ``validation/ro
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from meguri.store import Workspace
     from meguri.train import ActiveRun
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 SEED = 42
 FOLDS = 5
 
@@ -217,7 +218,7 @@ def _summary(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, r
         table.add_row(key, cv, f"{metrics[f'test/{key}']:.4f}")
     checks = Table(title="Success criteria", title_justify="left")
     for col in ("criterion", "on", "requirement", "measured", "result"):
-        checks.add_column(col)
+        checks.add_column(col, no_wrap=col != "result")
     for outcome in _outcomes(spec, metrics):
         c = outcome.criterion
         verdict = "[green]pass[/]" if outcome.passed else "[red]fail[/]"
@@ -232,7 +233,7 @@ def _summary(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, r
                 c.measured_on,
                 f"{c.metric} {c.comparison} {c.threshold:g}",
                 "-",
-                "[dim]checked at " + c.measured_on + "[/]",
+                "[dim]at " + c.measured_on + "[/]",
             )
     peak = (run.peak_memory_bytes or 0) >> 20
     resources = f"wall {run.wall_seconds:.2f} s · cpu {run.cpu_seconds:.2f} s · peak {peak} MiB"

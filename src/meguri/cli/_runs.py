@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from typing import Annotated
 
 import typer
@@ -16,7 +17,8 @@ from meguri.store.metadata import Run
 runs_app = typer.Typer(
     help="Browse tracked runs: list, show, compare, metric history.", no_args_is_help=True
 )
-console = Console()
+# Piped output (logs, CI) is not squeezed to 80 columns; a terminal keeps its own width.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 _STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "killed": "yellow"}
 
@@ -49,6 +51,17 @@ def _bytes(size: int | None) -> str:
     return f"{size} TiB"
 
 
+def _headline_metrics(keys: set[str], count: int = 3) -> list[str]:
+    """The metrics worth a column: test first, then validation, then the rest; no per-fold."""
+
+    def rank(key: str) -> tuple[int, str]:
+        stage = key.split("/", 1)[0] if "/" in key else ""
+        order = {"test": 0, "validation": 1, "": 2}.get(stage, 3)
+        return (order + (4 if key.endswith("_std") else 0), key)
+
+    return sorted(keys, key=rank)[:count]
+
+
 def _status(run: Run) -> str:
     return f"[{_STATUS_STYLE.get(run.status.value, 'white')}]{run.status.value}[/]"
 
@@ -69,6 +82,9 @@ def list_runs(
         list[str] | None, typer.Option("--order-by", "-o", help="e.g. 'metrics.roc_auc desc'")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric columns to show.")
+    ] = None,
 ) -> None:
     """List runs, newest first (or as ordered), with their metrics."""
     from meguri.train import search_runs
@@ -78,14 +94,16 @@ def list_runs(
     if not found:
         console.print("No runs yet. Start one with meguri.start_run() or `meguri demo`.")
         return
-    metric_keys = sorted({k for r in found for k in r.metrics})[:8]
+    metric_keys = metric or _headline_metrics({k for r in found for k in r.metrics})
     table = Table(title=f"Runs of project {ws.project.name}")
-    for col in ("run", "name", "status", "started", "wall"):
+    table.add_column("run", no_wrap=True)
+    for col in ("name", "status", "started", "wall s"):
         table.add_column(col)
     for key in metric_keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", no_wrap=True)
     for run in found:
-        cells = [run.id, run.name, _status(run), _when(run.created_at), _num(run.wall_seconds, 3)]
+        started = _when(run.created_at)[5:16]
+        cells = [run.id, run.name, _status(run), started, _num(run.wall_seconds, 3)]
         cells += [_num(run.metrics[k].value) if k in run.metrics else "-" for k in metric_keys]
         table.add_row(*cells)
     console.print(table)
@@ -157,19 +175,25 @@ def compare(
     table.add_column("")
     for info in infos:
         table.add_column(f"{info.name}\n{info.id}", justify="right")
-    _compare_rows(table, "param", [i.params for i in infos], all_rows)
     metrics = [{k: _num(p.value, 6) for k, p in i.metrics.items()} for i in infos]
-    _compare_rows(table, "metric", metrics, all_rows)
-    console.print(table)
+    shown = _compare_rows(table, "param", [i.params for i in infos], all_rows)
+    shown += _compare_rows(table, "metric", metrics, all_rows)
+    if shown:
+        console.print(table)
+    else:
+        console.print("These runs agree on every param and metric (--all lists them).")
 
 
-def _compare_rows(table: Table, kind: str, values: list[dict[str, str]], all_rows: bool) -> None:
+def _compare_rows(table: Table, kind: str, values: list[dict[str, str]], all_rows: bool) -> int:
+    shown = 0
     for key in sorted({k for v in values for k in v}):
         cells = [v.get(key, "-") for v in values]
         differs = len(set(cells)) > 1
         if differs or all_rows:
             style = "bold yellow" if differs else None
             table.add_row(f"{kind} {key}", *cells, style=style)
+            shown += 1
+    return shown
 
 
 @runs_app.command("history")

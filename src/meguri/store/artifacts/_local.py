@@ -36,8 +36,8 @@ class LocalArtifactStore(FsspecArtifactStore):
         if isinstance(exc, PermissionError):
             return ConfigError(
                 f"Cannot {action} in the artifact folder {self.folder}: permission denied on "
-                f"{exc.filename or self.folder}. Give this user write access to the folder "
-                f"(chown/chmod), {_FIX}."
+                f"{exc.filename or self.folder}. Give this user read and write access to the "
+                f"folder (chown/chmod), {_FIX}."
             )
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return ArtifactError(

@@ -22,7 +22,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import botocore.exceptions  # type: ignore[import-untyped]
+import botocore.exceptions
 import s3fs
 
 from meguri.errors import ArtifactError, ConfigError, MeguriError
@@ -123,8 +123,8 @@ class S3ArtifactStore(FsspecArtifactStore):
             self.fs.call_s3("head_bucket", Bucket=self.bucket)
         except FileNotFoundError:
             return True
-        except self._boundary_errors:
-            return False
+        except self._boundary_errors:  # unknown: report the digest as missing
+            pass
         return False
 
 
