@@ -29,7 +29,6 @@ from meguri.store.metadata._entities import (
 from meguri.store.metadata._schema import (
     experiments,
     latest_metrics,
-    metrics,
     run_artifacts,
     run_inputs,
     run_params,
@@ -73,6 +72,15 @@ def _null_to_nan(value: float | None) -> float:
 class RunRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        mark = "?" if db.is_sqlite else "%s"
+        self._insert_metrics_sql = (
+            "INSERT INTO metrics (run_id, key, step, timestamp, value) "
+            f"VALUES ({', '.join([mark] * 5)})"
+        )
+        self._history_sql = (
+            f"SELECT step, value, timestamp FROM metrics WHERE run_id = {mark} AND key = {mark} "
+            "ORDER BY step, timestamp"
+        )
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -222,7 +230,13 @@ class RunRepository:
                 self._write_points(conn, run_id, points)
 
     def _write_points(self, conn: sa.Connection, run_id: str, points: Sequence[PointTuple]) -> None:
-        conn.execute(metrics.insert(), _metric_rows(run_id, points))
+        # The hot path: one driver-level executemany of plain tuples, no per-row SQL objects.
+        rows = [(run_id, k, s, t, None if v != v else v) for k, v, s, t in points]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(self._insert_metrics_sql, rows)
+        finally:
+            cursor.close()
         latest: dict[str, PointTuple] = {}
         for point in points:  # the last point of each key: highest (step, timestamp)
             best = latest.get(point[0])
@@ -329,18 +343,18 @@ class RunRepository:
         )
 
     def metric_history(self, run_id: str, key: str) -> MetricHistory:
-        query = (
-            sa.select(metrics.c.step, metrics.c.value, metrics.c.timestamp)
-            .where(metrics.c.run_id == run_id, metrics.c.key == key)
-            .order_by(metrics.c.step, metrics.c.timestamp)
-        )
         with self._db.read() as conn:
-            rows = conn.execute(query).all()
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(self._history_sql, (run_id, key))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
         if not rows:
             return MetricHistory(key, np.empty(0, np.int64), np.empty(0), np.empty(0))
-        steps, values, stamps = zip(*rows, strict=True)
-        vals = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        return MetricHistory(key, np.array(steps, np.int64), vals, np.array(stamps, np.float64))
+        # float64 turns NULL (stored NaN) back into NaN in the same pass.
+        table = np.array(rows, dtype=np.float64)
+        return MetricHistory(key, table[:, 0].astype(np.int64), table[:, 1], table[:, 2])
 
     def search(
         self,
