@@ -149,7 +149,7 @@ def _run_id(proc: subprocess.Popen[bytes]) -> str:
 def _finish(proc: subprocess.Popen[bytes]) -> int:
     """Wait for the child, close its pipes, and return its exit status."""
     _, err = proc.communicate(timeout=60)
-    if proc.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
+    if proc.returncode not in (0, -signal.SIGKILL, 128 + signal.SIGTERM):
         print(err.decode())
     return proc.returncode
 
@@ -191,10 +191,31 @@ def test_sigterm_flushes_and_marks_killed(ws: Workspace) -> None:
     )
     run_id = _run_id(proc)
     proc.send_signal(signal.SIGTERM)
-    assert _finish(proc) == -signal.SIGTERM
+    assert _finish(proc) == 128 + signal.SIGTERM
     info = meguri.get_run(run_id, workspace=ws)
     assert (info.status, info.status_reason) == (RunStatus.KILLED, "terminated by SIGTERM")
     assert len(meguri.get_metric_history(run_id, "x", workspace=ws)) == 5000
+
+
+def test_sigterm_inside_with_block_ends_the_run_killed(ws: Workspace) -> None:
+    proc = _script(
+        ws.root,
+        """
+        with meguri.start_run(workspace=ws) as run:
+            print(run.id, flush=True)
+            while True:
+                run.log_metric("busy", 1.0)
+        """,
+        MEGURI_FLUSH_INTERVAL="0.01",
+    )
+    run_id = _run_id(proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 128 + signal.SIGTERM
+    info = meguri.get_run(run_id, workspace=ws)
+    assert (info.status, info.status_reason) == (RunStatus.KILLED, "terminated by SIGTERM")
+    hist = meguri.get_metric_history(run_id, "busy", workspace=ws)
+    assert hist.steps.tolist() == list(range(len(hist)))  # no point lost or doubled
 
 
 def test_interpreter_exit_flushes_and_finishes(ws: Workspace) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ class _Lifecycle:
         self._flush = 1.0
         self._hooks_installed = False
         self._crashed = False
+        self.terminating = False
+        self._main_depth = 0  # > 0 while the main thread writes to a store
+        self._pending_exit: int | None = None
 
     def track(self, run: ActiveRun, heartbeat_interval: float, flush_interval: float) -> None:
         with self._lock:
@@ -88,7 +92,8 @@ class _Lifecycle:
         sys.excepthook = excepthook
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, lambda s, f: self._on_sigterm(s, f, previous))
+            if previous != signal.SIG_IGN:
+                signal.signal(signal.SIGTERM, lambda s, f: self._on_sigterm(s, f, previous))
 
     def end_all(self, status: RunStatus, reason: str | None) -> None:
         for run in reversed(self._snapshot()):
@@ -98,18 +103,42 @@ class _Lifecycle:
                 log.error("meguri: could not end run %s: %s", run.id, err)
 
     def _at_exit(self) -> None:
-        if self._crashed:
+        if self.terminating:
+            self.end_all(RunStatus.KILLED, TERMINATED)
+        elif self._crashed:
             self.end_all(RunStatus.FAILED, "the program stopped on an uncaught exception")
         else:
             self.end_all(RunStatus.FINISHED, None)
 
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """A store write that SIGTERM must not cut in half: the exit waits until it ends."""
+        main = threading.current_thread() is threading.main_thread()
+        self._main_depth += main
+        try:
+            yield
+        finally:
+            self._main_depth -= main
+            if main and not self._main_depth and self._pending_exit is not None:
+                code, self._pending_exit = self._pending_exit, None
+                raise SystemExit(code)
+
     def _on_sigterm(self, signum: int, frame: FrameType | None, previous: Any) -> None:
-        self.end_all(RunStatus.KILLED, "terminated by SIGTERM")
+        """Unwind like Ctrl-C does, instead of writing from inside the signal handler.
+
+        The interrupted code may hold a run's write lock or an open transaction, so the handler
+        itself does no I/O: it raises SystemExit(143) (after the current write, if one is under
+        way); ``with`` blocks and then the exit hook flush and end the runs as killed. A handler
+        installed before ours still runs first.
+        """
+        self.terminating = True
         if callable(previous):
             previous(signum, frame)
+        if self._main_depth:
+            self._pending_exit = 128 + signum
             return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        raise SystemExit(128 + signum)
 
 
+TERMINATED = "terminated by SIGTERM"
 lifecycle = _Lifecycle()

@@ -27,7 +27,7 @@ from meguri.store import Workspace, default_workspace
 from meguri.store.metadata import ArtifactRef, Run, RunStatus
 from meguri.store.metadata.repositories.runs import MetricHistory, PointTuple
 from meguri.train._artifacts import figure_bytes, safe_artifact_name
-from meguri.train._lifecycle import lifecycle
+from meguri.train._lifecycle import TERMINATED, lifecycle
 from meguri.train._resources import ResourceMeter
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-./ :]{1,250}$")
@@ -154,7 +154,7 @@ class ActiveRun:
 
     def flush(self) -> None:
         """Write every buffered point now (one transaction)."""
-        with self._write_lock:
+        with lifecycle.critical(), self._write_lock:
             with self._lock:
                 points, self._buffer = self._buffer, []
             if not points:
@@ -246,10 +246,12 @@ class ActiveRun:
         """Flush, record resource use and the final status. Ending twice does nothing."""
         if self._ended:
             return
-        self.flush()
-        self._ended = True
-        lifecycle.forget(self)
-        self._repo.end_run(self.id, RunStatus(status), reason=reason, resources=self._meter.read())
+        with lifecycle.critical():
+            self.flush()
+            self._ended = True
+            lifecycle.forget(self)
+            resources = self._meter.read()
+            self._repo.end_run(self.id, RunStatus(status), reason=reason, resources=resources)
 
     def __enter__(self) -> ActiveRun:
         return self
@@ -262,6 +264,8 @@ class ActiveRun:
     ) -> None:
         if exc is None:
             self.end(RunStatus.FINISHED)
+        elif lifecycle.terminating:
+            self.end(RunStatus.KILLED, TERMINATED)
         elif isinstance(exc, KeyboardInterrupt):
             self.end(RunStatus.KILLED, "interrupted (KeyboardInterrupt)")
         else:
@@ -359,6 +363,7 @@ def search_runs(
 def get_run(run_id: str, *, workspace: Workspace | None = None) -> Run:
     """A run by ID, unique ID prefix or name."""
     ws = workspace or default_workspace()
+    fail_stale_runs(ws)
     repo = ws.metadata.runs
     return repo.get_run(repo.resolve_run_id(run_id))
 
