@@ -33,5 +33,14 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The benchmark runs in its own venv so that MLflow's pins never touch .venv.
+# Pass options with BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+bench:
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	@test .venv-bench/.installed -nt pyproject.toml || { \
+	  .venv-bench/bin/python -m pip install -q --upgrade pip && \
+	  .venv-bench/bin/python -m pip install -q -e '.[bench]' && touch .venv-bench/.installed; }
+	.venv-bench/bin/python bench/tracking.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache meguri-demo
