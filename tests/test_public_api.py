@@ -30,3 +30,13 @@ def test_import_meguri_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_run_fields_follow_the_runs_table() -> None:
+    """The run loader builds Run positionally from the table's columns."""
+    from dataclasses import fields
+
+    from meguri.store.metadata._schema import runs
+
+    names = [f.name for f in fields(meguri.Run)]
+    assert names[: len(runs.c)] == [c.name for c in runs.c]

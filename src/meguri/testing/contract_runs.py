@@ -23,6 +23,7 @@ __all__ = [
     "test_params_are_immutable",
     "test_resolve_run_id",
     "test_search_filter_and_order",
+    "test_search_order_puts_missing_and_nan_last_across_pages",
     "test_search_pages",
     "test_search_rejects_bad_filter",
     "test_stale_runs_fail",
@@ -198,3 +199,30 @@ def test_artifact_refs(metadata_store: MetadataStore) -> None:
     metadata_store.runs.add_artifact(run.id, ref)
     metadata_store.runs.add_artifact(run.id, ref)
     assert metadata_store.runs.list_artifacts(run.id) == [ref]
+
+
+def test_search_order_puts_missing_and_nan_last_across_pages(metadata_store: MetadataStore) -> None:
+    exp = _experiment(metadata_store)
+    now = time.time()
+    values = {"a": 0.3, "b": math.nan, "c": 0.9, "d": None, "e": 0.1, "f": None}
+    for name, value in values.items():
+        run = metadata_store.runs.create_run(exp, created_by="t", name=name)
+        if value is not None:
+            metadata_store.runs.log_batch(run.id, [("auc", value, 0, now)])
+        time.sleep(0.002)  # distinct creation times: newest first among the unordered
+    for order, head in (
+        ("metrics.auc desc", ["c", "a", "e"]),
+        ("metrics.auc asc", ["e", "a", "c"]),
+    ):
+        whole = [r.name for r in metadata_store.runs.search([exp], None, [order])]
+        assert whole == [*head, "f", "d", "b"]  # no value or NaN: last, newest first
+        paged = [
+            r.name
+            for offset in range(0, 6, 2)
+            for r in metadata_store.runs.search([exp], None, [order], 2, offset)
+        ]
+        assert paged == whole
+    assert [r.name for r in metadata_store.runs.search([exp], None, ["metrics.auc"], 5, 4)] == [
+        "d",
+        "b",
+    ]

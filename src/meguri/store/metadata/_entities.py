@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class RunStatus(StrEnum):
@@ -66,8 +67,7 @@ class Experiment:
     created_by: str
 
 
-@dataclass(frozen=True, slots=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):
     key: str
     value: float
     step: int
@@ -85,25 +85,30 @@ class ArtifactRef:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Run:
+    """A run as stored when it was read: a snapshot (not frozen, for the speed of search).
+
+    The first fields follow the columns of the ``runs`` table, in order.
+    """
+
     id: str
     experiment_id: str
+    parent_run_id: str | None
     name: str
     status: RunStatus
     created_at: float
     created_by: str
-    ended_at: float | None = None
-    heartbeat_at: float | None = None
-    status_reason: str | None = None
-    parent_run_id: str | None = None
-    spec_version_id: str | None = None
-    code_version: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    wall_seconds: float | None = None
-    cpu_seconds: float | None = None
-    peak_memory_bytes: int | None = None
+    ended_at: float | None
+    heartbeat_at: float | None
+    status_reason: str | None
+    spec_version_id: str | None
+    code_version: str | None
+    host: str | None
+    pid: int | None
+    wall_seconds: float | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, MetricPoint] = field(default_factory=dict)

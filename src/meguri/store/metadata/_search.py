@@ -186,3 +186,46 @@ def apply_order(query: sa.Select[Any], keys: list[OrderKey]) -> sa.Select[Any]:
         column = column.desc() if order.descending else column.asc()
         query = query.order_by(column.nulls_last())
     return query.order_by(runs.c.created_at.desc(), runs.c.id.desc())
+
+
+def _filtered(
+    experiment_ids: list[str], clauses: list[Clause], skip_metric: str | None = None
+) -> Any:
+    query = sa.select(*runs.c).where(runs.c.experiment_id.in_(experiment_ids))
+    for clause in clauses:
+        if not (clause.kind == "metrics" and clause.key == skip_metric):
+            query = query.where(clause_condition(clause))
+    return query
+
+
+def ordered_id_queries(
+    experiment_ids: list[str], clauses: list[Clause], keys: list[OrderKey]
+) -> list[sa.Select[Any]]:
+    """Queries whose results, concatenated, are the matching runs' rows in order.
+
+    Ordering by a metric is split in two so that the database can walk the ``(key, value)``
+    index and stop at the page's end: first the runs that have a (non-NaN) value for that
+    metric, by value; then, NULLS LAST, the runs without one. A filter on that same metric
+    already excludes runs without it, so the second query is dropped.
+    """
+    first = keys[0] if keys else None
+    if first is None or first.kind != "metrics":
+        return [apply_order(_filtered(experiment_ids, clauses), keys)]
+    value = latest_metrics.alias("order_by_metric")
+    on_key = [c for c in clauses if c.kind == "metrics" and c.key == first.key]
+    with_value = _filtered(experiment_ids, clauses, skip_metric=first.key).join(
+        value, sa.and_(value.c.run_id == runs.c.id, value.c.key == first.key)
+    )
+    with_value = with_value.where(
+        value.c.value.is_not(None), *(_compare(value.c.value, c.op, c.value) for c in on_key)
+    )
+    column = value.c.value.desc() if first.descending else value.c.value.asc()
+    queries = [apply_order(with_value.order_by(column), keys[1:])]
+    if not on_key:
+        has_value = sa.exists().where(
+            latest_metrics.c.run_id == runs.c.id,
+            latest_metrics.c.key == first.key,
+            latest_metrics.c.value.is_not(None),
+        )
+        queries.append(apply_order(_filtered(experiment_ids, clauses).where(~has_value), keys[1:]))
+    return queries

@@ -22,10 +22,10 @@ from meguri.store.metadata._engine import Database
 from meguri.store.metadata._entities import (
     ArtifactRef,
     Experiment,
-    MetricPoint,
     Run,
     RunStatus,
 )
+from meguri.store.metadata._run_rows import RunLoader
 from meguri.store.metadata._schema import (
     experiments,
     latest_metrics,
@@ -35,7 +35,7 @@ from meguri.store.metadata._schema import (
     run_tags,
     runs,
 )
-from meguri.store.metadata._search import apply_order, clause_condition, parse_filter, parse_order
+from meguri.store.metadata._search import ordered_id_queries, parse_filter, parse_order
 
 #: One metric point as buffered by the tracking SDK: (key, value, step, timestamp).
 PointTuple = tuple[str, float, int, float]
@@ -72,6 +72,7 @@ def _null_to_nan(value: float | None) -> float:
 class RunRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._loader = RunLoader(db.is_sqlite)
         mark = "?" if db.is_sqlite else "%s"
         self._insert_metrics_sql = (
             "INSERT INTO metrics (run_id, key, step, timestamp, value) "
@@ -365,13 +366,11 @@ class RunRepository:
         offset: int = 0,
     ) -> list[Run]:
         """Runs of the experiments matching ``filter`` (see ``_search``), ordered, one page."""
-        query = sa.select(runs.c.id).where(runs.c.experiment_id.in_(list(experiment_ids)))
-        for clause in parse_filter(filter):
-            query = query.where(clause_condition(clause))
-        query = apply_order(query, parse_order(order_by)).limit(max_results).offset(offset)
+        queries = ordered_id_queries(
+            list(experiment_ids), parse_filter(filter), parse_order(order_by)
+        )
         with self._db.read() as conn:
-            ids = conn.execute(query).scalars().all()
-        return self._load(list(ids))
+            return self._loader.complete(conn, _page(conn, queries, max_results, offset))
 
     def count(self, experiment_ids: Sequence[str]) -> int:
         query = sa.select(sa.func.count()).select_from(runs)
@@ -380,22 +379,8 @@ class RunRepository:
             return int(conn.execute(query).scalar_one())
 
     def _load(self, ids: list[str]) -> list[Run]:
-        """Full runs for ``ids``, in that order: four queries whatever the page size."""
-        if not ids:
-            return []
         with self._db.read() as conn:
-            base = {
-                r.id: r._mapping for r in conn.execute(sa.select(runs).where(runs.c.id.in_(ids)))
-            }
-            params = _grouped(conn, run_params, ids)
-            tags = _grouped(conn, run_tags, ids)
-            latest = _latest(conn, ids)
-            inputs = _inputs(conn, ids)
-        return [
-            _run(base[i], params.get(i, {}), tags.get(i, {}), latest.get(i, {}), inputs.get(i, {}))
-            for i in ids
-            if i in base
-        ]
+            return self._loader.load(conn, ids)
 
 
 def _metric_rows(run_id: str, points: Sequence[PointTuple]) -> list[dict[str, Any]]:
@@ -405,38 +390,19 @@ def _metric_rows(run_id: str, points: Sequence[PointTuple]) -> list[dict[str, An
     ]
 
 
-def _grouped(conn: sa.Connection, table: sa.Table, ids: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    query = sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
-    for run_id, key, value in conn.execute(query):
-        out.setdefault(run_id, {})[key] = value
-    return out
-
-
-def _latest(conn: sa.Connection, ids: list[str]) -> dict[str, dict[str, MetricPoint]]:
-    out: dict[str, dict[str, MetricPoint]] = {}
-    t = latest_metrics.c
-    query = sa.select(t.run_id, t.key, t.value, t.step, t.timestamp).where(t.run_id.in_(ids))
-    for run_id, key, value, step, stamp in conn.execute(query):
-        out.setdefault(run_id, {})[key] = MetricPoint(key, _null_to_nan(value), step, stamp)
-    return out
-
-
-def _inputs(conn: sa.Connection, ids: list[str]) -> dict[str, dict[str, list[str]]]:
-    out: dict[str, dict[str, list[str]]] = {}
-    query = sa.select(run_inputs).where(run_inputs.c.run_id.in_(ids)).order_by(run_inputs.c.ref)
-    for run_id, kind, ref in conn.execute(query):
-        out.setdefault(run_id, {}).setdefault(kind, []).append(ref)
-    return out
-
-
-def _run(
-    base: Any,
-    params: dict[str, str],
-    tags: dict[str, str],
-    latest: dict[str, MetricPoint],
-    inputs: dict[str, list[str]],
-) -> Run:
-    fields = dict(base)
-    fields["status"] = RunStatus(fields["status"])
-    return Run(**fields, params=params, tags=tags, metrics=latest, inputs=inputs)
+def _page(
+    conn: sa.Connection, queries: list[sa.Select[Any]], limit: int, offset: int
+) -> list[tuple[Any, ...]]:
+    """``limit`` rows from ``offset`` of the concatenation of ``queries``' results."""
+    rows: list[tuple[Any, ...]] = []
+    for query in queries:
+        if len(rows) >= limit:
+            break
+        got = [tuple(r) for r in conn.execute(query.limit(limit - len(rows)).offset(offset))]
+        if offset and not got:  # the page starts past this part: skip all of it
+            total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
+            offset = max(0, offset - int(total.scalar_one()))
+        else:
+            offset = 0
+        rows.extend(got)
+    return rows
