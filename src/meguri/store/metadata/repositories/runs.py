@@ -398,7 +398,7 @@ def _page(
     for query in queries:
         if len(rows) >= limit:
             break
-        got = [tuple(r) for r in conn.execute(query.limit(limit - len(rows)).offset(offset))]
+        got = conn.execute(query.limit(limit - len(rows)).offset(offset)).all()
         if offset and not got:  # the page starts past this part: skip all of it
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
             offset = max(0, offset - int(total.scalar_one()))
