@@ -13,6 +13,9 @@ the boundary where they occur and never leak as raw stack traces from the CLI::
     │   ├── ConflictError          a write that contradicts stored state
     │   └── ArtifactError          the artifact store
     │       └── ArtifactCorruptedError   content does not match its sha256
+    ├── DataError              input data that cannot be read or used (file, column, row)
+    │   ├── DataQualityError       an error-level quality check failed
+    │   └── TransformError         a preparation step cannot be fitted or applied
     ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
     └── QuerySyntaxError       a search filter or order-by that cannot be read
 """
@@ -24,6 +27,8 @@ __all__ = [
     "ArtifactError",
     "ConfigError",
     "ConflictError",
+    "DataError",
+    "DataQualityError",
     "MeguriError",
     "MetadataStoreError",
     "NotFoundError",
@@ -31,6 +36,7 @@ __all__ = [
     "SpecError",
     "StoreError",
     "TrackingError",
+    "TransformError",
 ]
 
 
@@ -76,3 +82,15 @@ class TrackingError(MeguriError):
 
 class QuerySyntaxError(MeguriError):
     """A search filter or order-by expression cannot be parsed."""
+
+
+class DataError(MeguriError):
+    """Input data cannot be read or used; the message names the file, column or row."""
+
+
+class DataQualityError(DataError):
+    """An error-level data quality check failed; the message names the rows and columns."""
+
+
+class TransformError(DataError):
+    """A preparation step cannot be fitted or applied (unknown column, wrong type, ...)."""

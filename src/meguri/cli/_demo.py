@@ -8,6 +8,7 @@ on a stage are logged as ``<stage>/<metric>`` (``test/roc_auc``, ``validation/ro
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +248,13 @@ def _summary(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, r
     )
     console.print(table)
     console.print(checks)
+    activate = (
+        ""
+        if sys.prefix != sys.base_prefix and "VIRTUAL_ENV" in os.environ
+        else (f"source {Path(sys.prefix) / 'bin' / 'activate'} && ")
+    )
     console.print(
-        f"Next: [bold]cd {ws.root}[/] and try `meguri runs list`, `meguri runs show {run.id}`, "
-        "`meguri spec history`, `meguri runs compare` after a second `meguri demo`."
+        f"Next: [bold]{activate}cd {ws.root}[/], then try `meguri runs list`, "
+        f"`meguri runs show {run.id}`, `meguri spec history`; run `meguri demo` again and "
+        "`meguri runs compare` the two runs."
     )
