@@ -18,9 +18,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from meguri.cli import _demo, _docs, _project, _runs
+    from meguri.cli import _data, _demo, _docs, _project, _runs
 
-    for module in (_project, _docs, _runs, _demo):
+    for module in (_project, _docs, _runs, _data, _demo):
         module.register(app)
 
 

@@ -31,6 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from meguri.spec._prepare import PrepareStep, SplitSpec
+from meguri.spec._quality import QualitySpec
+
 Loc = tuple[str | int, ...]
 
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
@@ -307,11 +310,19 @@ class DataSource(_Closed):
     format: SourceFormat | None = None
     """Read as; ``None`` infers it from the URI's suffix."""
     options: dict[str, Any] = {}
+    """Read options: ``separator``, ``null_values``... for the reader; ``table`` or ``query``
+    for a database; ``sheet`` for Excel; ``max_bytes`` (memory budget of one read)."""
+    column_types: dict[str, Text] = Field(default={}, alias="schema")
+    """``schema:`` in YAML: per-column type overrides, column -> type (``int``, ``float``,
+    ``str``, ``bool``, ``date``, ``datetime``, ``category`` or a Polars type name)."""
     description: str | None = None
 
 
 class DataSpec(_Open):
     sources: list[DataSource] = []
+    quality: QualitySpec = QualitySpec()
+    prepare: list[PrepareStep] = []
+    split: SplitSpec = SplitSpec()
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:

@@ -113,3 +113,49 @@ class Run:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, MetricPoint] = field(default_factory=dict)
     inputs: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A named dataset of a project; its content lives in numbered :class:`DatasetVersion` s."""
+
+    id: str
+    project_id: str
+    name: str
+    description: str | None
+    created_at: float
+    created_by: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersion:
+    """One immutable version of a dataset: its data (Parquet under ``data_digest`` in the
+    artifact store), schema (column -> Polars type name, in column order), where it came from
+    (``source_uri``/``format``/``read_options`` for an ingest; ``parents``, ``operation`` and
+    ``lineage`` for a derived version) and the digests of its profile and quality report."""
+
+    id: str
+    dataset_id: str
+    name: str
+    version: int
+    content_hash: str
+    schema: dict[str, str]
+    row_count: int
+    byte_size: int
+    source_uri: str | None
+    format: str | None
+    read_options: dict[str, object]
+    data_digest: str
+    profile_digest: str | None
+    quality_digest: str | None
+    operation: str
+    lineage: dict[str, object]
+    created_at: float
+    created_by: str
+    parents: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, the reference a person reads and types."""
+        return f"{self.name}@{self.version}"

@@ -161,3 +161,54 @@ run_artifacts = sa.Table(
     sa.Column("media_type", sa.String(100), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
 )
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    *_created(),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("dataset_id", _ID, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("schema_json", sa.Text, nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("byte_size", sa.BigInteger, nullable=False),
+    sa.Column("source_uri", sa.Text, nullable=True),
+    sa.Column("format", sa.String(40), nullable=True),
+    sa.Column("read_options_json", sa.Text, nullable=False),
+    sa.Column("data_digest", sa.String(64), nullable=False),
+    sa.Column("profile_digest", sa.String(64), nullable=True),
+    sa.Column("quality_digest", sa.String(64), nullable=True),
+    sa.Column("operation", sa.String(40), nullable=False),
+    sa.Column("lineage_json", sa.Text, nullable=False),
+    *_created(),
+    sa.UniqueConstraint("dataset_id", "version"),
+    sa.UniqueConstraint("dataset_id", "content_hash"),
+)
+
+dataset_version_parents = sa.Table(
+    "dataset_version_parents",
+    metadata,
+    sa.Column("child_id", _ID, sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Column("parent_id", _ID, sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Index(None, "parent_id"),
+)
+
+dataset_tags = sa.Table(
+    "dataset_tags",
+    metadata,
+    sa.Column("dataset_id", _ID, sa.ForeignKey("datasets.id"), primary_key=True),
+    sa.Column("key", _KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

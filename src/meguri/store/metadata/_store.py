@@ -9,6 +9,7 @@ from meguri.store.metadata._engine import Database, create_engine, normalise_url
 from meguri.store.metadata._migrate import migrate
 
 if TYPE_CHECKING:
+    from meguri.store.metadata.repositories.datasets import DatasetRepository
     from meguri.store.metadata.repositories.documents import DocumentRepository
     from meguri.store.metadata.repositories.projects import ProjectRepository
     from meguri.store.metadata.repositories.runs import RunRepository
@@ -48,6 +49,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.runs import RunRepository
 
         return RunRepository(self.db)
+
+    @cached_property
+    def datasets(self) -> DatasetRepository:
+        from meguri.store.metadata.repositories.datasets import DatasetRepository
+
+        return DatasetRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,0 +1,1 @@
+from meguri.testing.contract_datasets import *  # noqa: F403
