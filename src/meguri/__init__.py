@@ -39,6 +39,8 @@ _EXPORTS = {
     "MeguriError": "meguri.errors",
 }
 
+_SUBPACKAGES = ("data",)
+
 __all__ = [
     "ActiveRun",
     "MeguriError",
@@ -49,6 +51,7 @@ __all__ = [
     "Workspace",
     "__version__",
     "active_run",
+    "data",
     "fail_stale_runs",
     "get_metric_history",
     "get_run",
@@ -60,6 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from meguri import data
     from meguri.errors import MeguriError
     from meguri.spec import ProjectSpec, load_spec
     from meguri.store import Workspace, init, open_workspace
@@ -77,6 +81,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return import_module(f"meguri.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'meguri' has no attribute {name!r}")

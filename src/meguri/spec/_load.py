@@ -17,10 +17,10 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from meguri.errors import SpecError
@@ -217,8 +217,32 @@ def _duplicate_keys(node: yaml.Node | None, source: str) -> Iterator[SpecProblem
             yield from _duplicate_keys(item, source)
 
 
+def _without_union_tags(root: yaml.Node, loc: Loc) -> Loc:
+    """``loc`` less the tags pydantic inserts for tagged unions (``checks.0.range.min`` →
+    ``checks.0.min``): a part the YAML mapping lacks, followed by one it has, is a tag."""
+    node: yaml.Node | None = root
+    kept: list[str | int] = []
+    for i, part in enumerate(loc):
+        found = _child(node, part) if node is not None else None
+        following = loc[i + 1] if i + 1 < len(loc) else None
+        is_tag = (
+            found is None
+            and isinstance(node, yaml.MappingNode)
+            and following is not None
+            and _child(node, following) is not None
+        )
+        if is_tag:
+            continue
+        kept.append(part)
+        node = found[1] if found is not None else None
+    return tuple(kept)
+
+
 def _explain(error: ErrorDetails, root: yaml.Node, source: str) -> Iterator[SpecProblem]:
-    loc: Loc = tuple(error["loc"])
+    loc: Loc = _without_union_tags(root, tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        yield _at(root, loc, _extra_message(tuple(error["loc"])), source, key=True)
+        return
     ctx = error.get("ctx") or {}
     nested = ctx.get("error")
     if error["type"] == "value_error" and isinstance(nested, SpecProblems):
@@ -324,8 +348,11 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``loc``, following the annotations."""
     tp: Any = ProjectSpec
     for part in loc:
+        tagged = _union_models(_strip_annotated(tp))
         tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+        if tagged and isinstance(part, str):
+            tp = tagged.get(part)
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
             field = tp.model_fields.get(part)
             tp = field.annotation if field else None
         elif get_origin(tp) in (list, tuple) and isinstance(part, int):
@@ -336,6 +363,29 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
             return None
     tp = _unwrap(tp)
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _strip_annotated(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _union_models(tp: Any) -> dict[str, type[BaseModel]]:
+    """A tagged union's members by tag (pydantic ``Tag`` or a one-value Literal field)."""
+    if get_origin(tp) not in (Union, types.UnionType):
+        return {}
+    members: dict[str, type[BaseModel]] = {}
+    for arg in get_args(tp):
+        tags = [m.tag for m in getattr(arg, "__metadata__", ()) if isinstance(m, Tag)]
+        model = _strip_annotated(arg)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return {}
+        for field in model.model_fields.values():
+            if get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1:
+                tags.append(str(get_args(field.annotation)[0]))
+        members.update(dict.fromkeys(tags, model))
+    return members
 
 
 def _unwrap(tp: Any) -> Any:

@@ -113,6 +113,31 @@ data:
     - name: breast_cancer
       uri: bundled://breast_cancer
       description: Breast Cancer Wisconsin (Diagnostic), UCI, CC BY 4.0; 569 cases, 30 features.
+  # Checked on every new version; an error-level failure stops the pipeline with the rows at
+  # fault. Inferred checks (constant columns, duplicates, target leakage, PII, type drift) run
+  # too unless `infer: false`.
+  quality:
+    checks:
+      - check: not_null
+        column: malignant
+      - check: allowed_values
+        column: malignant
+        values: [0, 1]
+      - check: range
+        column: mean_radius
+        min: 0
+        max: 50
+      - check: row_count
+        min: 500
+  # Fitted on the training rows only and applied identically at serving time.
+  prepare:
+    - impute: {strategy: median, indicator: false}
+    - clip: {method: iqr, factor: 3.0}
+    - ratio: {name: area_per_perimeter, numerator: mean_area, denominator: mean_perimeter}
+    - scale: {method: standard}
+    - select: {method: correlation, threshold: 0.98}
+  # Reproducible by row hash: the same rows land in the same part on every run.
+  split: {method: stratified, train: 0.7, validation: 0.15, test: 0.15, seed: 42}
 
 # 3. Model development.
 model:

@@ -2,6 +2,8 @@
 
 from meguri.store.metadata._entities import (
     ArtifactRef,
+    Dataset,
+    DatasetVersion,
     Document,
     DocumentVersion,
     Experiment,
@@ -15,6 +17,8 @@ from meguri.store.metadata._store import MetadataStore, open_metadata_store
 
 __all__ = [
     "ArtifactRef",
+    "Dataset",
+    "DatasetVersion",
     "Document",
     "DocumentVersion",
     "Experiment",

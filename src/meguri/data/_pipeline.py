@@ -1,0 +1,194 @@
+"""The data phase end to end, as the spec's ``data:`` section declares it.
+
+``prepare(spec)``: ingest the source (a new dataset version only if the content changed) →
+profile it (stored with the version, reused next time: monitoring's reference baseline) → run
+the quality checks (stored; an error-level failure stops here with the rows and columns) →
+drop the spec's excluded columns → split train / validation / test by row hash → fit the
+``prepare`` steps on the training rows only → apply the fitted transform to every part (on
+Polars here, or batch by batch through the ``compute`` executor, Ray Data with
+``pipeline.compute: ray``) → store each part as a dataset version whose lineage holds the split
+record and everything the steps learned, and the fitted transform itself (JSON) in the
+artifact store, so serving applies exactly what training saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from meguri.data import _catalog
+from meguri.data._profile import DatasetProfile, profile
+from meguri.data._quality import QualityReport, run_checks
+from meguri.data._split import PARTS, split
+from meguri.data._transform import FittedTransform, fit_transform
+from meguri.errors import DataError
+from meguri.store import Workspace, default_workspace
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from meguri.compute import Executor
+    from meguri.spec import DataSource, ProjectSpec
+    from meguri.store.metadata import DatasetVersion
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """What :func:`prepare` recorded: the source version, its profile and quality report, the
+    prepared parts (dataset versions) and the fitted transform (with its artifact digest)."""
+
+    source: DatasetVersion
+    profile: DatasetProfile
+    quality: QualityReport
+    parts: dict[str, DatasetVersion]
+    transform: FittedTransform
+    transform_digest: str
+    target: str
+
+    def frame(self, part: str, *, workspace: Workspace | None = None) -> pl.DataFrame:
+        """One prepared part (``train``, ``validation`` or ``test``) as a DataFrame."""
+        return _catalog.read(self.parts[part].id, workspace=workspace).collect()
+
+
+def _source(spec: ProjectSpec, name: str | None) -> DataSource:
+    sources = spec.data.sources
+    if not sources:
+        raise DataError("The spec has no data.sources; add one, e.g. `uri: bundled://NAME`.")
+    if name is None:
+        return sources[0]
+    for source in sources:
+        if source.name == name:
+            return source
+    known = ", ".join(s.name for s in sources)
+    raise DataError(f"No data source {name!r} in the spec (sources: {known}).")
+
+
+def profile_version(
+    version: DatasetVersion, *, target: str | None = None, workspace: Workspace | None = None
+) -> DatasetProfile:
+    """The stored profile of ``version``, computed and stored the first time."""
+    ws = workspace or default_workspace()
+    stored = _catalog.attachment(version.id, "profile", workspace=ws)
+    if stored is not None:
+        found = DatasetProfile.from_json(stored)
+        if found.target == target:
+            return found
+    computed = profile(_catalog.read(version.id, workspace=ws), target=target)
+    _catalog.attach(version.id, "profile", computed.to_json(), workspace=ws)
+    return computed
+
+
+def check_version(
+    version: DatasetVersion,
+    spec: ProjectSpec,
+    *,
+    data_profile: DatasetProfile | None = None,
+    workspace: Workspace | None = None,
+) -> QualityReport:
+    """Run the spec's quality checks on ``version`` and store the report with it."""
+    ws = workspace or default_workspace()
+    functional = spec.requirements.functional
+    history = _catalog.history(version.name, workspace=ws)
+    earlier = [v for v in history if v.version < version.version]
+    report = run_checks(
+        _catalog.read(version.id, workspace=ws),
+        spec.data.quality,
+        target=functional.target,
+        profile=data_profile,
+        previous_schema=earlier[-1].schema if earlier else None,
+        task=functional.task,
+    )
+    _catalog.attach(version.id, "quality", report.to_json(), workspace=ws)
+    return report
+
+
+def _modelling_columns(frame: pl.DataFrame, spec: ProjectSpec) -> pl.DataFrame:
+    """The target and the inputs: the spec's ``inputs`` if given, less excluded columns."""
+    functional, excluded = spec.requirements.functional, set(spec.constraints.excluded_columns)
+    wanted = functional.inputs or [c for c in frame.columns if c != functional.target]
+    missing = [c for c in [*wanted, functional.target] if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"Column(s) {', '.join(missing)} named in requirements.functional are not in the "
+            f"data (columns: {', '.join(frame.columns)}); fix the spec or the source."
+        )
+    return frame.select([c for c in wanted if c not in excluded] + [functional.target])
+
+
+def _apply_arrow(transform_json: bytes, table: pa.Table) -> pa.Table:
+    """Apply a fitted transform to one Arrow batch (runs in executor workers)."""
+    transform = FittedTransform.from_json(transform_json)
+    return transform.apply(pl.from_arrow(table)).collect().to_arrow()  # type: ignore[arg-type]
+
+
+def _apply(
+    transform: FittedTransform, frame: pl.DataFrame, engine: Executor | None
+) -> pl.DataFrame:
+    if engine is None:
+        return transform.apply(frame).collect()
+    table = engine.map_arrow(frame.to_arrow(), partial(_apply_arrow, transform.to_json()))
+    result = pl.from_arrow(table)
+    assert isinstance(result, pl.DataFrame)
+    return result
+
+
+def prepare(
+    spec: ProjectSpec,
+    *,
+    source: str | None = None,
+    workspace: Workspace | None = None,
+    engine: Executor | None = None,
+    progress: Progress | None = None,
+) -> PreparedData:
+    """Run the data phase of ``spec`` (see the module docstring); every step is recorded."""
+    ws = workspace or default_workspace()
+    say = progress or (lambda _message: None)
+    target = spec.requirements.functional.target
+    chosen = _source(spec, source)
+    say(f"ingesting {chosen.uri}")
+    version = _catalog.ingest(chosen, name=chosen.name, workspace=ws)
+    say(f"profiling {version.ref}")
+    data_profile = profile_version(version, target=target, workspace=ws)
+    say("checking quality")
+    report = check_version(version, spec, data_profile=data_profile, workspace=ws)
+    report.raise_for_errors()
+    frame = _modelling_columns(_catalog.read(version.id, workspace=ws).collect(), spec)
+    say("splitting")
+    parts = split(frame, spec.data.split, target=target)
+    say("fitting the preparation steps on the training rows")
+    transform, train = fit_transform(
+        parts.train, spec.data.prepare, target=target, seed=spec.data.split.seed
+    )
+    prepared = {"train": train}
+    for name in PARTS[1:]:
+        prepared[name] = _apply(transform, parts.parts()[name], engine)
+    digest = ws.artifacts.put_bytes(transform.to_json()).digest
+    lineage = _lineage(version, parts.record(), transform, digest)
+    stored = {
+        name: _catalog.save_version(
+            f"{chosen.name}-{name}",
+            frame_,
+            parents=[version.id],
+            operation="prepare",
+            lineage={**lineage, "part": name},
+            workspace=ws,
+        )
+        for name, frame_ in prepared.items()
+    }
+    return PreparedData(version, data_profile, report, stored, transform, digest, target)
+
+
+def _lineage(
+    version: DatasetVersion, record: dict[str, Any], transform: FittedTransform, digest: str
+) -> dict[str, Any]:
+    return {
+        "source": version.ref,
+        "split": record,
+        "transform": {"digest": digest, "steps": transform.learned()},
+    }
