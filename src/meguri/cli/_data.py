@@ -26,6 +26,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def register(app: typer.Typer) -> None:
+    from meguri.cli import _data_phase  # noqa: F401  (adds profile, check, prepare)
+
     app.add_typer(data_app, name="data")
 
 

@@ -1,9 +1,10 @@
-"""``meguri demo``: one turn of the foundation on a real bundled dataset, as a user would write it.
+"""``meguri demo``: one turn of the phases built so far, on a real bundled dataset.
 
-It writes the example spec, stores it as a spec version, keeps the dataset in the artifact
-store, trains and cross-validates a logistic-regression baseline as a tracked run, checks the
-spec's success criteria measured on validation and test, and prints a summary. Metrics measured
-on a stage are logged as ``<stage>/<metric>`` (``test/roc_auc``, ``validation/roc_auc``).
+Spec → spec version → data phase (ingest, profile + HTML report, quality checks, split,
+preparation fitted on the training rows; all recorded with lineage) → a logistic-regression
+baseline trained on the prepared training part as a tracked run (5-fold CV on train, metrics on
+the validation and test parts, ROC figure) → the spec's test/validation criteria → a summary.
+Metrics measured on a stage are logged as ``<stage>/<metric>`` (``test/roc_auc``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from rich.table import Table
 if TYPE_CHECKING:
     import numpy as np
 
+    from meguri.data import PreparedData
     from meguri.spec import CriterionOutcome, ProjectSpec
     from meguri.store import Workspace
     from meguri.train import ActiveRun
 
 console = Console(width=None if sys.stdout.isatty() else 120)
-SEED = 42
 FOLDS = 5
+METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "recall", "precision", "log_loss")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,12 +38,9 @@ def register(app: typer.Typer) -> None:
 
 
 @dataclass
-class Split:
-    x_train: np.ndarray[Any, Any]
-    x_test: np.ndarray[Any, Any]
-    y_train: np.ndarray[Any, Any]
-    y_test: np.ndarray[Any, Any]
-    features: list[str]
+class Part:
+    x: np.ndarray[Any, Any]
+    y: np.ndarray[Any, Any]
 
 
 def demo(
@@ -49,20 +48,18 @@ def demo(
         "meguri-demo"
     ),
 ) -> None:
-    """Create an example project from a bundled real dataset, track a run, print a summary."""
+    """Create an example project from a bundled real dataset and take it through the phases."""
     from meguri.store import open_workspace
 
     folder.mkdir(parents=True, exist_ok=True)
     spec_text = _ensure_spec(folder)
     ws = open_workspace(folder)
     try:
-        with console.status("storing the spec version…"):
-            spec, spec_version_id = _save_spec(ws, spec_text)
-        with console.status("reading the bundled dataset…"):
-            dataset_ref, split = _load_data(ws, spec)
-        with console.status("training and cross-validating the baseline…"):
-            run_id = _train(ws, spec, spec_version_id, dataset_ref, split)
-        _summary(ws, spec, spec_version_id, dataset_ref, run_id)
+        spec, spec_version_id = _save_spec(ws, spec_text)
+        prepared = _prepare_data(ws, spec)
+        with console.status("training the baseline (5-fold CV on train)…"):
+            run_id = _train(ws, spec, spec_version_id, prepared)
+        _summary(ws, spec, spec_version_id, prepared, run_id)
     finally:
         ws.close()
 
@@ -88,31 +85,25 @@ def _save_spec(ws: Workspace, text: str) -> tuple[ProjectSpec, str]:
     return spec, version.id
 
 
-def _load_data(ws: Workspace, spec: ProjectSpec) -> tuple[str, Split]:
-    import numpy as np
-    from sklearn.model_selection import train_test_split
+def _prepare_data(ws: Workspace, spec: ProjectSpec) -> PreparedData:
+    from meguri.cli._data_phase import print_prepared
+    from meguri.data import prepare, render_profile_html
 
-    from meguri import datasets
-
-    stored = ws.artifacts.put_file(datasets.path("breast_cancer"))
-    ref = f"bundled://breast_cancer@sha256:{stored.digest}"
-    table = datasets.load("breast_cancer")
-    target = spec.requirements.functional.target
-    features = [c for c in table.column_names if c != target]
-    x = np.column_stack([table.column(c).to_numpy() for c in features])
-    y = table.column(target).to_numpy()
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.2, stratify=y, random_state=SEED
-    )
-    return ref, Split(x_train, x_test, y_train, y_test, features)
+    with console.status("data phase…") as status:
+        prepared = prepare(spec, workspace=ws, progress=lambda m: status.update(f"{m}…"))
+    print_prepared(prepared)
+    report = ws.root / "reports" / f"{prepared.source.name}-profile.html"
+    report.parent.mkdir(exist_ok=True)
+    html = render_profile_html(prepared.profile, prepared.source.ref, quality=prepared.quality)
+    report.write_text(html, encoding="utf-8")
+    console.print(f"profile and quality report: [bold]{report}[/]")
+    return prepared
 
 
-def _model(c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+def _part(ws: Workspace, prepared: PreparedData, name: str) -> Part:
+    frame = prepared.frame(name, workspace=ws)
+    features = frame.drop(prepared.target)
+    return Part(features.to_numpy(), frame.get_column(prepared.target).to_numpy())
 
 
 def _scores(y: np.ndarray[Any, Any], proba: np.ndarray[Any, Any]) -> dict[str, float]:
@@ -129,57 +120,65 @@ def _scores(y: np.ndarray[Any, Any], proba: np.ndarray[Any, Any]) -> dict[str, f
     }
 
 
-def _train(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, split: Split) -> str:
+def _model() -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000)
+
+
+def _train(ws: Workspace, spec: ProjectSpec, spec_version_id: str, prepared: PreparedData) -> str:
     import meguri
 
+    seed = spec.data.split.seed
     params = {
         "model": "logistic_regression",
         "C": 1.0,
-        "scaler": "standard",
         "cv_folds": FOLDS,
-        "seed": SEED,
-        "test_size": 0.2,
+        "seed": seed,
+        "transform": f"sha256:{prepared.transform_digest}",
     }
+    inputs = {"dataset_version": [v.id for v in prepared.parts.values()]}
     with meguri.start_run(
         "logreg-baseline",
         experiment="demo",
         workspace=ws,
         spec_version=spec_version_id,
         params=params,
-        inputs={"dataset": ref},
+        inputs=inputs,
         tags={"task": spec.requirements.functional.task},
     ) as run:
-        _cross_validate(run, split)
-        model = _model(1.0).fit(split.x_train, split.y_train)
-        proba = model.predict_proba(split.x_test)[:, 1]
-        run.log_metrics({f"test/{k}": v for k, v in _scores(split.y_test, proba).items()})
-        run.log_figure(_roc_figure(split.y_test, proba), "plots/roc_test")
-        coefs = dict(zip(split.features, model[-1].coef_[0].tolist(), strict=True))
+        train = _part(ws, prepared, "train")
+        _cross_validate(run, train, seed)
+        model = _model().fit(train.x, train.y)
+        for stage in ("validation", "test"):
+            part = _part(ws, prepared, stage)
+            proba = model.predict_proba(part.x)[:, 1]
+            run.log_metrics({f"{stage}/{k}": v for k, v in _scores(part.y, proba).items()})
+        run.log_figure(_roc_figure(part.y, proba), "plots/roc_test")
+        features = [c for c in prepared.parts["train"].schema if c != prepared.target]
+        coefs = dict(zip(features, model.coef_[0].tolist(), strict=True))
         run.log_dict(
-            {"intercept": float(model[-1].intercept_[0]), "coefficients": coefs},
+            {"intercept": float(model.intercept_[0]), "coefficients": coefs},
             "model/coefficients.json",
         )
         return run.id
 
 
-def _cross_validate(run: ActiveRun, split: Split) -> None:
+def _cross_validate(run: ActiveRun, train: Part, seed: int) -> None:
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED)
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
     per_fold = []
-    for fold, (tr, va) in enumerate(folds.split(split.x_train, split.y_train)):
-        model = _model(1.0).fit(split.x_train[tr], split.y_train[tr])
-        scores = _scores(split.y_train[va], model.predict_proba(split.x_train[va])[:, 1])
+    for fold, (tr, va) in enumerate(folds.split(train.x, train.y)):
+        model = _model().fit(train.x[tr], train.y[tr])
+        scores = _scores(train.y[va], model.predict_proba(train.x[va])[:, 1])
         run.log_metrics({f"cv/{k}": v for k, v in scores.items()}, step=fold)
         per_fold.append(scores)
-    for key in per_fold[0]:
+    for key in METRICS:
         values = np.array([s[key] for s in per_fold])
         run.log_metrics(
-            {
-                f"validation/{key}": float(values.mean()),
-                f"validation/{key}_std": float(values.std(ddof=1)),
-            }
+            {f"cv/{key}_mean": float(values.mean()), f"cv/{key}_std": float(values.std(ddof=1))}
         )
 
 
@@ -208,15 +207,19 @@ def _outcomes(spec: ProjectSpec, metrics: dict[str, float]) -> list[CriterionOut
     ]
 
 
-def _summary(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, run_id: str) -> None:
-    run = ws.metadata.runs.get_run(run_id)
-    metrics = {k: p.value for k, p in run.metrics.items()}
+def _metrics_table(metrics: dict[str, float]) -> Table:
     table = Table(title="Metrics", title_justify="left")
-    for col in ("metric", "validation (5-fold mean ± sd)", "test"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for key in ("roc_auc", "accuracy", "balanced_accuracy", "recall", "precision", "log_loss"):
-        cv = f"{metrics[f'validation/{key}']:.4f} ± {metrics[f'validation/{key}_std']:.4f}"
-        table.add_row(key, cv, f"{metrics[f'test/{key}']:.4f}")
+    for col in ("metric", "cv on train (mean ± sd)", "validation", "test"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key in METRICS:
+        cv = f"{metrics[f'cv/{key}_mean']:.4f} ± {metrics[f'cv/{key}_std']:.4f}"
+        table.add_row(
+            key, cv, f"{metrics[f'validation/{key}']:.4f}", f"{metrics[f'test/{key}']:.4f}"
+        )
+    return table
+
+
+def _criteria_table(spec: ProjectSpec, metrics: dict[str, float]) -> Table:
     checks = Table(title="Success criteria", title_justify="left")
     for col in ("criterion", "on", "requirement", "measured", "result"):
         checks.add_column(col, no_wrap=col != "result")
@@ -234,27 +237,35 @@ def _summary(ws: Workspace, spec: ProjectSpec, spec_version_id: str, ref: str, r
                 c.measured_on,
                 f"{c.metric} {c.comparison} {c.threshold:g}",
                 "-",
-                "[dim]at " + c.measured_on + "[/]",
+                f"[dim]at {c.measured_on}[/]",
             )
+    return checks
+
+
+def _summary(
+    ws: Workspace, spec: ProjectSpec, spec_version_id: str, prepared: PreparedData, run_id: str
+) -> None:
+    run = ws.metadata.runs.get_run(run_id)
+    metrics = {k: p.value for k, p in run.metrics.items()}
     peak = (run.peak_memory_bytes or 0) >> 20
     resources = f"wall {run.wall_seconds:.2f} s · cpu {run.cpu_seconds:.2f} s · peak {peak} MiB"
+    parts = ", ".join(v.ref for v in prepared.parts.values())
     console.print(
         Panel.fit(
             f"project [bold]{ws.project.name}[/] in {ws.root}\n"
-            f"spec version [bold]{spec_version_id}[/]\ndataset {ref[:40]}…\n"
+            f"spec version [bold]{spec_version_id}[/]\n"
+            f"data {prepared.source.ref} → {parts}\n"
             f"run [bold]{run.id}[/] ({run.status.value}) · {resources}",
             title="meguri demo",
         )
     )
-    console.print(table)
-    console.print(checks)
-    activate = (
-        ""
-        if sys.prefix != sys.base_prefix and "VIRTUAL_ENV" in os.environ
-        else (f"source {Path(sys.prefix) / 'bin' / 'activate'} && ")
-    )
+    console.print(_metrics_table(metrics))
+    console.print(_criteria_table(spec, metrics))
+    venv = sys.prefix != sys.base_prefix and "VIRTUAL_ENV" in os.environ
+    activate = "" if venv else f"source {Path(sys.prefix) / 'bin' / 'activate'} && "
     console.print(
         f"Next: [bold]{activate}cd {ws.root}[/], then try `meguri runs list`, "
-        f"`meguri runs show {run.id}`, `meguri spec history`; run `meguri demo` again and "
+        f"`meguri runs show {run.id}`, `meguri data list`, `meguri data lineage "
+        f"{prepared.parts['train'].ref}`, `meguri spec history`; run `meguri demo` again and "
         "`meguri runs compare` the two runs."
     )
