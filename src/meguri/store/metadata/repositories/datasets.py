@@ -33,8 +33,8 @@ from meguri.store.metadata._schema import (
     dataset_version_parents,
     dataset_versions,
     datasets,
-    projects,
 )
+from meguri.store.metadata.repositories._named import ensure_named
 
 _RETRIES = 8
 DigestKind = Literal["profile", "quality"]
@@ -160,7 +160,15 @@ class DatasetRepository:
     def _add(
         self, conn: sa.Connection, project_id: str, name: str, new: NewDatasetVersion
     ) -> tuple[DatasetVersion, bool]:
-        dataset_id = self._ensure(conn, project_id, name, new.created_by, new.description)
+        dataset_id = ensure_named(
+            conn,
+            datasets,
+            prefix="ds",
+            project_id=project_id,
+            name=name,
+            created_by=new.created_by,
+            description=new.description,
+        )
         same = _load(conn, _select_versions().where(_same_content(dataset_id, new.content_hash)))
         if same:
             return same[0], False
@@ -199,42 +207,6 @@ class DatasetRepository:
             "created_at": time.time(),
             "created_by": new.created_by,
         }
-
-    def _ensure(
-        self,
-        conn: sa.Connection,
-        project_id: str,
-        name: str,
-        created_by: str,
-        description: str | None,
-    ) -> str:
-        # FOR UPDATE (PostgreSQL) queues concurrent writers of one dataset; SQLite's BEGIN
-        # IMMEDIATE already serialises them.
-        found = conn.execute(
-            sa.select(datasets.c.id)
-            .where(datasets.c.project_id == project_id, datasets.c.name == name)
-            .with_for_update()
-        ).scalar_one_or_none()
-        if found is not None:
-            return str(found)
-        if (
-            conn.execute(sa.select(projects.c.id).where(projects.c.id == project_id)).first()
-            is None
-        ):
-            raise NotFoundError(
-                f"No project with id {project_id!r}; open the workspace (meguri.init()) so that "
-                "the project exists before adding datasets to it"
-            )
-        row = {
-            "id": new_id("ds"),
-            "project_id": project_id,
-            "name": name,
-            "description": description,
-            "created_at": time.time(),
-            "created_by": created_by,
-        }
-        conn.execute(datasets.insert(), row)
-        return str(row["id"])
 
     def set_digest(self, version_id: str, kind: DigestKind, digest: str) -> DatasetVersion:
         """Record the artifact digest of a version's profile or quality report (replacing any)."""

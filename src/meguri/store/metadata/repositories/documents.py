@@ -21,7 +21,8 @@ from meguri.errors import ConflictError, NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
 from meguri.store.metadata._entities import Document, DocumentVersion
-from meguri.store.metadata._schema import document_versions, documents, projects
+from meguri.store.metadata._schema import document_versions, documents
+from meguri.store.metadata.repositories._named import ensure_named
 
 _RETRIES = 8
 
@@ -71,7 +72,14 @@ class DocumentRepository:
         created_by: str,
         message: str | None,
     ) -> tuple[DocumentVersion, bool]:
-        document_id = self._ensure(conn, project_id, name, created_by)
+        document_id = ensure_named(
+            conn,
+            documents,
+            prefix="doc",
+            project_id=project_id,
+            name=name,
+            created_by=created_by,
+        )
         latest = _latest(conn, document_id)
         if latest is not None and latest.hash == digest:
             return latest, False
@@ -87,34 +95,6 @@ class DocumentRepository:
         )
         conn.execute(document_versions.insert(), asdict(version))
         return version, True
-
-    def _ensure(self, conn: sa.Connection, project_id: str, name: str, created_by: str) -> str:
-        # FOR UPDATE (PostgreSQL) queues concurrent writers of one document instead of letting
-        # them race for the same number; SQLite's BEGIN IMMEDIATE already serialises writers.
-        found = conn.execute(
-            sa.select(documents.c.id)
-            .where(documents.c.project_id == project_id, documents.c.name == name)
-            .with_for_update()
-        ).scalar_one_or_none()
-        if found is not None:
-            return str(found)
-        if (
-            conn.execute(sa.select(projects.c.id).where(projects.c.id == project_id)).first()
-            is None
-        ):
-            raise NotFoundError(
-                f"No project with id {project_id!r}; open the workspace (meguri.init()) so that "
-                "the project exists before adding documents to it"
-            )
-        row = {
-            "id": new_id("doc"),
-            "project_id": project_id,
-            "name": name,
-            "created_at": time.time(),
-            "created_by": created_by,
-        }
-        conn.execute(documents.insert(), row)
-        return str(row["id"])
 
     def find(self, project_id: str, name: str) -> Document | None:
         query = sa.select(documents).where(
