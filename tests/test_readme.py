@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).parent.parent / "README.md"
 
 
@@ -24,24 +22,39 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert first.splitlines()[1].startswith("make test")
 
 
-def test_tutorial_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGURI_")}
-    [python] = _blocks("python")
-    done = subprocess.run(
-        [sys.executable, "-c", python], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    shell = _blocks("bash")[1]
-    for line in shell.splitlines():
+def _shell(block: str, cwd: Path, env: dict[str, str], expect: tuple[str, ...]) -> None:
+    """Run the block's meguri commands; each must succeed and print one of ``expect``."""
+    for line in block.splitlines():
         if not line.startswith("meguri ") or "RUN_A" in line:
             continue
-        args = shlex.split(line)[1:]
+        args = shlex.split(line.split("#")[0])[1:]
         out = subprocess.run(
             [sys.executable, "-c", "from meguri.cli import main; main()", *args],
-            cwd=tmp_path,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
         )
         assert out.returncode == 0, (line, out.stderr)
-        assert "baseline" in out.stdout or "loss" in out.stdout, line
+        assert any(word in out.stdout for word in expect), (line, out.stdout)
+
+
+def _python(block: str, cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", block], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_tutorials_run(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGURI_")}
+    tracking, data = _blocks("python")
+    shells = _blocks("bash")
+    (tmp_path / "tracking").mkdir()
+    _python(tracking, tmp_path / "tracking", env)
+    _shell(shells[1], tmp_path / "tracking", env, ("baseline", "loss"))
+    (tmp_path / "data").mkdir()
+    _shell(shells[2], tmp_path / "data", env, ("meguri.yaml", "breast_cancer"))
+    assert (tmp_path / "data" / "profile.html").stat().st_size > 1_000_000
+    assert float(_python(data, tmp_path / "data", env)) > 10
