@@ -55,6 +55,6 @@ def test_tutorials_run(tmp_path: Path) -> None:
     _python(tracking, tmp_path / "tracking", env)
     _shell(shells[1], tmp_path / "tracking", env, ("baseline", "loss"))
     (tmp_path / "data").mkdir()
-    _shell(shells[2], tmp_path / "data", env, ("meguri.yaml", "breast_cancer"))
+    _shell(shells[2], tmp_path / "data", env, ("meguri.yaml", "breast_cancer", "rows"))
     assert (tmp_path / "data" / "profile.html").stat().st_size > 1_000_000
     assert float(_python(data, tmp_path / "data", env)) > 10
