@@ -2,6 +2,7 @@
 
 from meguri.store.metadata._entities import (
     ArtifactRef,
+    CheckResult,
     Dataset,
     DatasetVersion,
     Document,
@@ -17,6 +18,7 @@ from meguri.store.metadata._store import MetadataStore, open_metadata_store
 
 __all__ = [
     "ArtifactRef",
+    "CheckResult",
     "Dataset",
     "DatasetVersion",
     "Document",

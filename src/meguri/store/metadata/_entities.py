@@ -159,3 +159,27 @@ class DatasetVersion:
     def ref(self) -> str:
         """``name@version``, the reference a person reads and types."""
         return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One success criterion measured on one subject (a run, a model version, a deployment).
+
+    Build it with ``id=""`` and ``created_at=0.0``: the repository assigns both on record.
+    """
+
+    id: str
+    project_id: str
+    spec_version_id: str | None
+    criterion_id: str
+    stage: str
+    metric: str
+    comparison: str
+    threshold: float
+    value: float | None
+    passed: bool
+    subject_kind: str
+    subject_id: str
+    created_at: float
+    created_by: str
+    evidence: dict[str, object] = field(default_factory=dict)

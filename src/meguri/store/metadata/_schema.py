@@ -212,3 +212,32 @@ dataset_tags = sa.Table(
     sa.Column("key", _KEY, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+check_results = sa.Table(
+    "check_results",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("spec_version_id", _ID, sa.ForeignKey("spec_versions.id"), nullable=True),
+    sa.Column("criterion_id", sa.String(200), nullable=False),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("metric", sa.String(200), nullable=False),
+    sa.Column("comparison", sa.String(4), nullable=False),
+    sa.Column("threshold", sa.Double, nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("subject_kind", sa.String(40), nullable=False),
+    sa.Column("subject_id", sa.String(200), nullable=False),
+    sa.Column("evidence_json", sa.Text, nullable=False),
+    *_created(),
+    sa.Index(None, "project_id", "criterion_id", "created_at"),
+    sa.Index(None, "subject_kind", "subject_id"),
+)
+
+optuna_journal = sa.Table(
+    "optuna_journal",
+    metadata,
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("log_json", sa.Text, nullable=False),
+)

@@ -9,6 +9,7 @@ from meguri.store.metadata._engine import Database, create_engine, normalise_url
 from meguri.store.metadata._migrate import migrate
 
 if TYPE_CHECKING:
+    from meguri.store.metadata.repositories.checks import CheckRepository
     from meguri.store.metadata.repositories.datasets import DatasetRepository
     from meguri.store.metadata.repositories.documents import DocumentRepository
     from meguri.store.metadata.repositories.projects import ProjectRepository
@@ -43,6 +44,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.documents import DocumentRepository
 
         return DocumentRepository(self.db)
+
+    @cached_property
+    def checks(self) -> CheckRepository:
+        from meguri.store.metadata.repositories.checks import CheckRepository
+
+        return CheckRepository(self.db)
 
     @cached_property
     def runs(self) -> RunRepository:

@@ -1,0 +1,1 @@
+from meguri.testing.contract_checks import *  # noqa: F403
