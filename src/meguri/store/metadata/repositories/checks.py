@@ -29,8 +29,8 @@ class CheckRepository:
 
     def record(self, results: Sequence[CheckResult]) -> list[CheckResult]:
         """Append ``results`` (their ``id`` and ``created_at`` are assigned here) at once."""
-        now = time.time()
-        stored = [_stamped(r, now) for r in results]
+        now = time.time()  # a microsecond apart: reading back keeps the recorded order
+        stored = [_stamped(r, now + i * 1e-6) for i, r in enumerate(results)]
         if stored:
             with self._db.write() as conn:
                 conn.execute(check_results.insert(), [_row(r) for r in stored])
