@@ -18,9 +18,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from meguri.cli import _data, _demo, _docs, _project, _runs
+    from meguri.cli import _data, _demo, _docs, _project, _runs, _train
 
-    for module in (_project, _docs, _runs, _data, _demo):
+    for module in (_project, _docs, _data, _train, _runs, _demo):
         module.register(app)
 
 

@@ -14,7 +14,7 @@ artifact store, so serving applies exactly what training saw.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,9 @@ class PreparedData:
     transform: FittedTransform
     transform_digest: str
     target: str
+    raw: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False, compare=False)
+    """The split parts before preparation (in memory only): cross-validation refits the
+    transform on each fold's training rows from these."""
 
     def frame(self, part: str, *, workspace: Workspace | None = None) -> pl.DataFrame:
         """One prepared part (``train``, ``validation`` or ``test``) as a DataFrame."""
@@ -181,7 +184,9 @@ def prepare(
         )
         for name, frame_ in prepared.items()
     }
-    return PreparedData(version, data_profile, report, stored, transform, digest, target)
+    return PreparedData(
+        version, data_profile, report, stored, transform, digest, target, raw=parts.parts()
+    )
 
 
 def _lineage(

