@@ -3,11 +3,13 @@ trial is a tracked run, in this process, in two local processes and in Ray (loca
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import multiprocessing
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,15 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy as sa
+from optuna.storages import BaseStorage
+from optuna.testing.pytest_storages import StorageTestCase
 
 import meguri
 from meguri.errors import ConfigError
 from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import MetadataStore, Run, RunStatus, open_metadata_store
 from meguri.store.metadata._schema import optuna_journal
+from meguri.testing._metadata_backends import fresh_postgres_database
 from meguri.train._optuna_journal import MetadataJournalBackend, journal_storage
 from meguri.train._tune import TuneResult, tune
 from meguri.train._zoo_space import Param
@@ -138,10 +143,11 @@ def test_journal_round_trips_logs_with_their_numbers(metadata_store: MetadataSto
     ]
 
 
-def _append_many(url: str, project_id: str, worker: int, batches: int) -> None:
+def _append_many(url: str, project_id: str, worker: int, batches: int, start: Any) -> None:
     store = open_metadata_store(url)
     try:
         backend = MetadataJournalBackend(store.db, project_id)
+        start.wait(timeout=60)  # all appenders begin together
         for i in range(batches):
             size = 1 + i % 3
             backend.append_logs([{"worker": worker, "batch": i, "item": j} for j in range(size)])
@@ -155,8 +161,9 @@ def test_journal_numbers_logs_without_gaps_under_concurrent_appenders(
     project = metadata_store.projects.ensure("p", "tester")
     workers, batches = 4, 30
     context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
     processes = [
-        context.Process(target=_append_many, args=(metadata_url, project.id, w, batches))
+        context.Process(target=_append_many, args=(metadata_url, project.id, w, batches, start))
         for w in range(workers)
     ]
     for process in processes:
@@ -197,6 +204,34 @@ def test_an_optuna_study_on_our_store_finds_the_optimum(metadata_store: Metadata
     )
     assert [t.value for t in again.trials] == [t.value for t in study.trials]
     assert again.best_trial.number == study.best_trial.number
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def shared_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MetadataStore]:
+    """One store per backend for the module: the journal is per project, so a fresh project
+    isolates a test as well as a fresh database, for a fraction of the cost."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('journal') / 'meguri.db'}"
+        else:
+            server = request.getfixturevalue("postgres_url")
+            url = stack.enter_context(fresh_postgres_database(server))
+        store = open_metadata_store(url)
+        stack.callback(store.close)
+        yield store
+
+
+class TestOptunaStorageContract(StorageTestCase):
+    """Optuna's own storage test suite, run on JournalStorage over our store."""
+
+    @pytest.fixture
+    def storage(self, shared_store: MetadataStore) -> BaseStorage:
+        project = shared_store.projects.ensure(f"contract-{uuid.uuid4().hex}", "tester")
+        return journal_storage(shared_store.db, project.id)
 
 
 # -- tune() --------------------------------------------------------------------------------------
@@ -252,17 +287,21 @@ def test_parallel_trials_on_ray_are_recorded_once(ws: Workspace) -> None:
 
     # Ray workers do not see tests/ on their path: ship this module's objectives by value (a
     # project's own objectives would come with Ray's runtime_env working_dir or py_modules).
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with executor("ray", num_cpus=2) as engine:
-        result = tune(
-            parabola,
-            X_SPACE,
-            study_name="ray",
-            workspace=ws,
-            n_trials=10,
-            executor=engine,
-            parallelism=2,
-        )
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        with executor("ray", num_cpus=2) as engine:
+            result = tune(
+                parabola,
+                X_SPACE,
+                study_name="ray",
+                workspace=ws,
+                n_trials=10,
+                executor=engine,
+                parallelism=2,
+            )
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
     _check_trials_are_runs(ws, result, 10)
 
 

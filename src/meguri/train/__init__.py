@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from meguri.train._metrics_bootstrap import bootstrap_ci
     from meguri.train._plots import figures
     from meguri.train._slices import fairness_gaps, slice_metrics, worst_rows
+    from meguri.train._train import TrainResult, train
+    from meguri.train._tune import TrialSummary, TuneResult, tune
 
 # Evaluation pulls in scikit-learn and Plotly: loaded on first use, so tracking starts fast.
 _LAZY = {
@@ -32,11 +34,19 @@ _LAZY = {
     "fairness_gaps": "_slices",
     "slice_metrics": "_slices",
     "worst_rows": "_slices",
+    "train": "_train",
+    "TrainResult": "_train",
+    "tune": "_tune",
+    "TuneResult": "_tune",
+    "TrialSummary": "_tune",
 }
 
 __all__ = [
     "ActiveRun",
     "MetricHistory",
+    "TrainResult",
+    "TrialSummary",
+    "TuneResult",
     "active_run",
     "bootstrap_ci",
     "evaluate",
@@ -49,6 +59,8 @@ __all__ = [
     "search_runs",
     "slice_metrics",
     "start_run",
+    "train",
+    "tune",
     "worst_rows",
 ]
 

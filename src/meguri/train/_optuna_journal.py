@@ -11,6 +11,8 @@ Contract (the one ``JournalStorage`` relies on):
   one project are serialised: ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the project's row is
   locked ``FOR NO KEY UPDATE`` (which, unlike ``FOR UPDATE``, does not block inserts elsewhere
   that merely reference the project).
+* The backend pickles as the store's URL and the project (``JournalStorage`` may be pickled to
+  reach other processes); the copy opens its own connections.
 * Because appenders commit in ``seq`` order, a reader always sees a prefix of the journal, so
   ``read_logs(n)`` returns exactly the logs numbered ``n, n+1, ...`` that exist, in order.
 """
@@ -18,6 +20,7 @@ Contract (the one ``JournalStorage`` relies on):
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +28,7 @@ import sqlalchemy as sa
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
-from meguri.store.metadata._engine import Database
+from meguri.store.metadata._engine import Database, create_engine
 from meguri.store.metadata._schema import optuna_journal, projects
 
 __all__ = ["MetadataJournalBackend", "journal_storage"]
@@ -78,6 +81,16 @@ class MetadataJournalBackend(BaseJournalBackend):
         query = sa.select(sa.func.max(_J.seq)).where(_J.project_id == self._project_id)
         last = conn.execute(query).scalar_one()
         return 0 if last is None else int(last) + 1
+
+    def __getstate__(self) -> dict[str, str]:
+        """Pickled as the store's URL: a copy in another process opens its own connections."""
+        url = self._db.engine.url.render_as_string(hide_password=False)
+        return {"url": url, "project_id": self._project_id}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self._db = Database(create_engine(state["url"]))
+        self._project_id = state["project_id"]
+        weakref.finalize(self, self._db.dispose)  # this copy owns its connections
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(project_id={self._project_id!r})"
