@@ -330,6 +330,13 @@ class DataSpec(_Open):
         return self
 
 
+class SearchSpec(_Closed):
+    trials: PositiveInt = 20
+    timeout_minutes: float | None = Field(None, gt=0)
+    """Wall-clock budget of the search; default: the non-functional training-time budget."""
+    parallelism: PositiveInt = 1
+
+
 class ModelSpec(_Open):
     seed: int = 42
     cv_folds: int = Field(5, ge=2, le=100)
@@ -338,6 +345,8 @@ class ModelSpec(_Open):
     classification, rmse for regression. Lower is better for losses and errors."""
     params: dict[str, dict[str, Any]] = {}
     """Fixed hyperparameters per algorithm, e.g. ``{lightgbm: {n_estimators: 400}}``."""
+    search: SearchSpec | None = None
+    """Tune the leading candidate with Optuna after the defaults' cross-validation."""
 
 
 class PipelineSpec(_Open):

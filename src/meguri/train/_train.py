@@ -54,6 +54,7 @@ class CandidateResult:
     params: dict[str, Any]
     cv: dict[str, tuple[float, float]]  # metric -> (mean, sd)
     fit_seconds: float
+    tuned: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,59 @@ def _candidate_run(
         summary = _cross_validate(candidate, params, cv, spec.model.seed, run)
         seconds = time.perf_counter() - started
     return CandidateResult(candidate.name, run.id, params, summary, seconds)
+
+
+def cv_objective(
+    candidate: Candidate, cv: list[Fold], metric: str, seed: int, params: dict[str, Any], trial: Any
+) -> float:
+    """The cross-validated ``metric`` of ``candidate`` with ``params`` (a tuning objective:
+    module-level, so it pickles to worker processes); reports each fold for pruning."""
+    values = []
+    for step, fold in enumerate(cv):
+        model = candidate.build(candidate.params(params), seed).fit(fold.x_train, fold.y_train)
+        values.append(_scores(candidate.task, model, fold.x_valid, fold.y_valid)[metric])
+        trial.report(float(np.mean(values)), step)
+        if trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned()
+    return float(np.mean(values))
+
+
+def _search(
+    spec: ProjectSpec, best: CandidateResult, cv: list[Fold], metric: str, run: ActiveRun
+) -> CandidateResult | None:
+    """Tune ``best``'s hyperparameters; the tuned result if it beats the defaults' CV."""
+    from functools import partial
+
+    from meguri.train._tune import tune
+
+    search = spec.model.search
+    assert search is not None
+    candidate = candidates(spec.requirements.functional.task, [best.name])[0]
+    budget = search.timeout_minutes or spec.requirements.non_functional.training_time_budget_minutes
+    result = tune(
+        partial(cv_objective, candidate, cv, metric, spec.model.seed),
+        candidate.space,
+        study_name=f"{run.id}-{best.name}",
+        workspace=run.workspace,
+        n_trials=search.trials,
+        timeout=None if budget is None else budget * 60,
+        parallelism=search.parallelism,
+        direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+        seed=spec.model.seed,
+        parent_run=run,
+        metric=metric,
+    )
+    found = result.best
+    if found is None or found.value is None or not _better(metric, found.value, best.cv[metric][0]):
+        return None
+    run.log_params({f"tuned.{k}": v for k, v in found.params.items()})
+    params = candidate.params(found.params)
+    score = {metric: (found.value, float("nan"))}
+    return CandidateResult(
+        best.name, found.run_id or best.run_id, params, score, found.duration_s or 0.0, tuned=True
+    )
 
 
 def leaderboard(results: list[CandidateResult], metric: str) -> list[CandidateResult]:
@@ -267,6 +321,11 @@ def train(
             results.append(_candidate_run(candidate, spec, cv, run))
         board = leaderboard(results, _check_metric(metric, results))
         best = board[0]
+        if spec.model.search is not None:
+            say(f"tuning {best.name} ({spec.model.search.trials} trials)")
+            tuned = _search(spec, best, cv, metric, run)
+            if tuned is not None:
+                board, best = [tuned, *board], tuned
         run.set_tags({"best_algorithm": best.name, "best_run": best.run_id})
         say(f"evaluating {best.name} on validation and test")
         model, metrics, intervals = _evaluate_best(best, spec, data, run)

@@ -220,6 +220,9 @@ def _sampler(job: _Job) -> optuna.samplers.BaseSampler:
 
 
 def _optimize(job: _Job, ws: Workspace) -> None:
+    # Every trial is a run (browse them with `meguri runs list`): Optuna's per-trial INFO
+    # lines would only repeat that on the console.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = None if job.deadline is None else job.deadline - time.time()
     if remaining is not None and remaining <= 0:
         return
@@ -274,6 +277,7 @@ def tune(
     same name continues it). ``n_trials`` and/or ``timeout`` (seconds) bound the search.
     Runs go to ``experiment`` (default: the parent run's experiment, else ``"tuning"``).
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # trials are runs: see _optimize
     ws = workspace or default_workspace()
     _check_budget(n_trials, timeout, parallelism)
     parent_id = parent_run.id if isinstance(parent_run, ActiveRun) else parent_run
