@@ -79,6 +79,9 @@ def test_leaderboard_runs_and_gates_are_recorded(ws: Workspace) -> None:
         "balanced-accuracy-validation",
     ]
     assert all(c.passed for c in stored) == all(c.passed for c in result.checks)
+    artifacts = {a.name for a in ws.metadata.runs.list_artifacts(result.run_id)}
+    assert {"evaluation/test_slices.json", "evaluation/test_worst_rows.json"} <= artifacts
+    assert "plots/roc.plotly.json" in artifacts
     low, high = result.intervals["roc_auc"]
     assert low <= result.metrics["test/roc_auc"] <= high
 

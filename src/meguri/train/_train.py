@@ -242,7 +242,30 @@ def _evaluate_best(
     ).items():
         run.log_figure(figure, f"plots/{name}")
     run.log_metric("model_size_bytes", model_size_bytes(model))
+    _log_error_analysis(task, prepared, y, pred, proba, labels, run)
     return model, metrics, intervals
+
+
+def _log_error_analysis(
+    task: str,
+    prepared: PreparedData,
+    y: Matrix,
+    pred: Matrix,
+    proba: Matrix | None,
+    labels: list[Any] | None,
+    run: ActiveRun,
+) -> None:
+    """Slices of the test part (on its raw, readable columns) and its worst rows, as JSON."""
+    from meguri.train._slices import slice_metrics, worst_rows
+
+    raw = prepared.raw.get("test")
+    if raw is None:
+        return
+    readable = raw.drop(prepared.target)
+    slices = slice_metrics(readable, y, pred, proba, task=task, labels=labels)
+    run.log_dict({"slices": slices.to_dicts()}, "evaluation/test_slices.json")
+    worst = worst_rows(readable, y, pred, proba, task=task, labels=labels)
+    run.log_dict({"rows": worst.to_dicts()}, "evaluation/test_worst_rows.json")
 
 
 def gate(
