@@ -9,19 +9,9 @@ import pytest
 
 from meguri.errors import SpecError
 from meguri.spec import SpecProblem, check_spec_text, find_spec_file, load_spec, parse_spec
+from meguri.testing.specs import MINIMAL_SPEC
 
-HEAD = """\
-version: 1
-project: churn
-objective:
-  problem: Customers leave.
-  expected_outcome: Know who will.
-  kpi: Churn rate.
-requirements:
-  functional:
-    task: binary_classification
-    target: churned
-"""
+HEAD = MINIMAL_SPEC
 
 
 def spec(tail: str = "") -> str:

@@ -18,21 +18,15 @@ from meguri.spec import (
     check_spec_text,
     parse_spec,
 )
+from meguri.testing.specs import MINIMAL_SPEC
 
-HEAD = """\
-version: 1
-project: churn
-objective:
-  problem: Customers leave.
-  expected_outcome: Know who will.
-  kpi: Churn rate.
-requirements:
-  functional:
-    task: binary_classification
-    target: churned
+HEAD = (
+    MINIMAL_SPEC
+    + """\
 data:
   quality:
 """
+)
 
 
 def spec(tail: str) -> str:
