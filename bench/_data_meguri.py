@@ -3,8 +3,8 @@
 Stages, each through meguri's own functions (what ``meguri.data.prepare`` runs):
 
 ``setup``    ``meguri.open_workspace`` on a fresh temporary folder (SQLite + local artifacts)
-``ingest``   ``ingest(csv)`` (read, checks, content hash, Parquet into the artifact store, the
-             catalog row), then ``read(version).collect()``: the table in memory
+``ingest``   ``ingest_frame(csv)`` (read, checks, content hash, Parquet into the artifact store,
+             the catalog row), keeping the table it read in memory, as ``prepare`` does
 ``profile``  ``profile(frame, target=...)``: every statistic, histograms, correlations
 ``split``    ``split(frame, SplitSpec(method="stratified", ...))`` by row hash
 ``clean``    ``fit_transform(train, steps)`` on the training rows, then the fitted transform
@@ -31,7 +31,7 @@ from _data_table import (
     TOP,
     WITH_NULLS,
 )
-from meguri.data._catalog import ingest, read
+from meguri.data._catalog import ingest_frame
 from meguri.data._profile import DatasetProfile, profile
 from meguri.data._split import split
 from meguri.data._transform import FittedTransform, fit_transform
@@ -52,8 +52,7 @@ def main(csv: str, release: bool) -> dict[str, Any]:
         with stages.stage("setup"):
             ws = meguri.open_workspace(Path(tmp), project="bench")
         with stages.stage("ingest"):
-            version = ingest(csv, name="bench", workspace=ws)
-            frame = read(version, workspace=ws).collect()
+            _, frame = ingest_frame(csv, name="bench", workspace=ws)
         checks["rows"] = frame.height
         with stages.stage("profile"):
             prof = profile(frame, target=TARGET, bins=BINS, top=TOP)

@@ -41,6 +41,7 @@ __all__ = [
     "get_version",
     "history",
     "ingest",
+    "ingest_frame",
     "lineage",
     "list_datasets",
     "read",
@@ -79,6 +80,30 @@ def ingest(
     """Read ``source`` (a URI or a spec ``DataSource``) and store it as a version of dataset
     ``name`` (default: the source's name, else the file's stem); the stored version when the
     same data is already there. ``schema`` overrides column types (column -> type name)."""
+    version, _ = ingest_frame(
+        source,
+        name=name,
+        format=format,
+        options=options,
+        schema=schema,
+        description=description,
+        workspace=workspace,
+    )
+    return version
+
+
+def ingest_frame(
+    source: str | DataSource,
+    *,
+    name: str | None = None,
+    format: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    schema: Mapping[str, str] | None = None,
+    description: str | None = None,
+    workspace: Workspace | None = None,
+) -> tuple[DatasetVersion, pl.DataFrame]:
+    """:func:`ingest`, also handing back the table it read (so a pipeline need not read the
+    stored Parquet back)."""
     uri, spec_name = (source, None) if isinstance(source, str) else (source.uri, source.name)
     if not isinstance(source, str):
         format = format or source.format
@@ -87,17 +112,18 @@ def ingest(
         description = description or source.description
     resolved = _sources.resolve(uri, format=format, options=options)
     frame = _sources.load(resolved, schema=schema)
-    new = _new_version(frame, _workspace(workspace), operation="ingest")
-    return _store(
-        _workspace(workspace),
+    ws = _workspace(workspace)
+    version = _store(
+        ws,
         name or spec_name or default_name(resolved),
         frame,
-        new,
+        _new_version(frame, ws, operation="ingest"),
         source_uri=resolved.shown_uri,
         format=resolved.format,
         read_options={**resolved.recorded_options, **({"schema": dict(schema)} if schema else {})},
         description=description,
     )
+    return version, frame
 
 
 def save_version(

@@ -73,16 +73,22 @@ def _source(spec: ProjectSpec, name: str | None) -> DataSource:
 
 
 def profile_version(
-    version: DatasetVersion, *, target: str | None = None, workspace: Workspace | None = None
+    version: DatasetVersion,
+    *,
+    target: str | None = None,
+    frame: pl.DataFrame | None = None,
+    workspace: Workspace | None = None,
 ) -> DatasetProfile:
-    """The stored profile of ``version``, computed and stored the first time."""
+    """The stored profile of ``version``, computed and stored the first time (from ``frame``,
+    the version's data already in memory, when given)."""
     ws = workspace or default_workspace()
     stored = _catalog.attachment(version.id, "profile", workspace=ws)
     if stored is not None:
         found = DatasetProfile.from_json(stored)
         if found.target == target:
             return found
-    computed = profile(_catalog.read(version.id, workspace=ws), target=target)
+    data = frame if frame is not None else _catalog.read(version.id, workspace=ws)
+    computed = profile(data, target=target)
     _catalog.attach(version.id, "profile", computed.to_json(), workspace=ws)
     return computed
 
@@ -92,15 +98,17 @@ def check_version(
     spec: ProjectSpec,
     *,
     data_profile: DatasetProfile | None = None,
+    frame: pl.DataFrame | None = None,
     workspace: Workspace | None = None,
 ) -> QualityReport:
-    """Run the spec's quality checks on ``version`` and store the report with it."""
+    """Run the spec's quality checks on ``version`` (its data ``frame`` when already in
+    memory) and store the report with it."""
     ws = workspace or default_workspace()
     functional = spec.requirements.functional
     history = _catalog.history(version.name, workspace=ws)
     earlier = [v for v in history if v.version < version.version]
     report = run_checks(
-        _catalog.read(version.id, workspace=ws),
+        frame if frame is not None else _catalog.read(version.id, workspace=ws),
         spec.data.quality,
         target=functional.target,
         profile=data_profile,
@@ -155,13 +163,14 @@ def prepare(
     target = spec.requirements.functional.target
     chosen = _source(spec, source)
     say(f"ingesting {chosen.uri}")
-    version = _catalog.ingest(chosen, name=chosen.name, workspace=ws)
+    version, loaded = _catalog.ingest_frame(chosen, name=chosen.name, workspace=ws)
     say(f"profiling {version.ref}")
-    data_profile = profile_version(version, target=target, workspace=ws)
+    data_profile = profile_version(version, target=target, frame=loaded, workspace=ws)
     say("checking quality")
-    report = check_version(version, spec, data_profile=data_profile, workspace=ws)
+    report = check_version(version, spec, data_profile=data_profile, frame=loaded, workspace=ws)
     report.raise_for_errors()
-    frame = _modelling_columns(_catalog.read(version.id, workspace=ws).collect(), spec)
+    frame = _modelling_columns(loaded, spec)
+    del loaded
     say("splitting")
     parts = split(frame, spec.data.split, target=target)
     say("fitting the preparation steps on the training rows")
