@@ -117,17 +117,19 @@ def split(
     by = _by(frame, spec, target)
     if frame.height == 0:
         raise DataError("cannot split an empty frame; check the source and the filters")
-    work = frame.with_columns(frame.hash_rows(seed=spec.seed).alias(_HASH))
-    work = work.with_columns(_ASSIGN[spec.method](work, spec, by).alias(_PART))
-    parts = {name: work.filter(pl.col(_PART) == name) for name in PARTS}
-    frames = {name: part.drop(_HASH, _PART) for name, part in parts.items()}
+    # Decide on a narrow frame (hash, and the `by` column) and filter the input once per part:
+    # widening the whole table with helper columns would copy it.
+    hashes = frame.hash_rows(seed=spec.seed).alias(_HASH)
+    keys = pl.DataFrame([hashes, *([frame.get_column(by)] if by is not None else [])])
+    part = _ASSIGN[spec.method](keys, spec, by)
+    masks = {name: part == name for name in PARTS}
     result = SplitResult(
-        frames["train"],
-        frames["validation"],
-        frames["test"],
+        frame.filter(masks["train"]),
+        frame.filter(masks["validation"]),
+        frame.filter(masks["test"]),
         spec=spec,
         by=by,
-        hashes={name: part.get_column(_HASH) for name, part in parts.items()},
+        hashes={name: hashes.filter(mask) for name, mask in masks.items()},
     )
     if by is not None and spec.method in ("group", "time"):
         check_leakage(result.parts(), spec.method, by)
