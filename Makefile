@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make demo   run the lifecycle demo on the embedded defaults (SQLite + local folder)"
 	@echo "make test   lint (ruff), type-check (mypy), check layers (import-linter), run the tests"
-	@echo "make bench  run the benchmarks under bench/ (installs MLflow into .venv-bench)"
+	@echo "make bench  run the benchmarks under bench/ (tracking vs MLflow, data vs pandas, tuning vs Optuna)"
 	@echo "make bench-data  only the data-preparation benchmark (meguri vs pandas)"
 
 $(STAMP): pyproject.toml
@@ -39,6 +39,7 @@ test: lint
 bench: bench-venv
 	.venv-bench/bin/python bench/tracking.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/data.py $(BENCH_ARGS)
+	.venv-bench/bin/python bench/tune.py $(BENCH_ARGS)
 
 bench-venv:
 	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
