@@ -240,3 +240,29 @@ def test_folder_without_write_permission_is_a_config_error(read_only_folder: Pat
     assert f"artifact folder {read_only_folder}: permission denied" in written
     assert "MEGURI_ARTIFACTS_URL" in created
     assert "MEGURI_ARTIFACTS_URL" in written
+
+
+def test_take_file_renames_into_place_once(tmp_path: Path) -> None:
+    import hashlib
+    import os
+    import time
+
+    from meguri.store.artifacts._local import open_local
+
+    store = open_local(str(tmp_path / "store"))
+    data = os.urandom(5 << 20)
+    first = store.scratch() / "a.bin"
+    first.write_bytes(data)
+    stored = store.take_file(first)
+    assert stored.digest == hashlib.sha256(data).hexdigest()
+    assert not first.exists()  # taken, not copied
+    assert store.get_bytes(stored.digest) == data
+    again = store.scratch() / "b.bin"
+    again.write_bytes(data)
+    assert store.take_file(again) == stored and not again.exists()  # identical: stored once
+    leftover = store.scratch() / "killed-writer"
+    leftover.mkdir()
+    old = time.time() - 10
+    os.utime(leftover, (old, old))
+    assert store.gc_temp(older_than_s=5) == 1
+    assert not leftover.exists()

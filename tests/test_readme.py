@@ -58,3 +58,11 @@ def test_tutorials_run(tmp_path: Path) -> None:
     _shell(shells[2], tmp_path / "data", env, ("meguri.yaml", "breast_cancer", "rows"))
     assert (tmp_path / "data" / "profile.html").stat().st_size > 1_000_000
     assert float(_python(data, tmp_path / "data", env)) > 10
+
+
+def test_train_tutorial_runs(tmp_path: Path) -> None:
+    """The train tutorial on a copy of the Adult example (its `cd` line is the copy here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGURI_")}
+    example = README.parent / "examples" / "adult" / "meguri.yaml"
+    (tmp_path / "meguri.yaml").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    _shell(_blocks("bash")[3], tmp_path, env, ("lightgbm", "train"))

@@ -26,6 +26,7 @@ import polars as pl
 from meguri.data import _sources
 from meguri.data._catalog_hash import content_hash, parquet_file, schema_of
 from meguri.errors import ArtifactCorruptedError, DataError, NotFoundError
+from meguri.store.artifacts import StoredArtifact
 from meguri.store.metadata._entities import Dataset, DatasetVersion
 from meguri.store.metadata.repositories.datasets import NewDatasetVersion
 
@@ -175,8 +176,7 @@ def _store(
     found = repo.find_by_hash(ws.project.id, name, pending.content_hash)
     if found is not None:
         return found  # identical data: nothing to write
-    with parquet_file(frame) as path:
-        stored = ws.artifacts.put_file(path)
+    stored = _put_parquet(ws, frame)
     new = NewDatasetVersion(
         content_hash=pending.content_hash,
         schema=schema_of(frame),
@@ -189,6 +189,19 @@ def _store(
     )
     version, _ = repo.add_version(ws.project.id, name, new)
     return version
+
+
+def _put_parquet(ws: Workspace, frame: pl.DataFrame) -> StoredArtifact:
+    """The frame as Parquet in the artifact store: on a local store written on its own disk
+    and renamed into place (one write, one hash), elsewhere uploaded from a temp file."""
+    from meguri.store.artifacts._local import LocalArtifactStore
+
+    store = ws.artifacts
+    if isinstance(store, LocalArtifactStore):
+        with parquet_file(frame, store.scratch()) as path:
+            return store.take_file(path)
+    with parquet_file(frame) as path:
+        return store.put_file(path)
 
 
 def _check_name(name: str) -> None:

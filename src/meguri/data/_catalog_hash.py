@@ -51,10 +51,10 @@ def content_hash(frame: pl.DataFrame) -> str:
 
 
 @contextmanager
-def parquet_file(frame: pl.DataFrame) -> Iterator[Path]:
+def parquet_file(frame: pl.DataFrame, folder: Path | None = None) -> Iterator[Path]:
     """``frame`` written to a temporary Parquet file (zstd level 1, with statistics), removed
     after. Level 1 writes twice as fast as the default level 3 for files about 13% larger."""
-    with tempfile.TemporaryDirectory(prefix="meguri-dsv-") as folder:
-        path = Path(folder) / "data.parquet"
+    with tempfile.TemporaryDirectory(prefix="meguri-dsv-", dir=folder) as scratch:
+        path = Path(scratch) / "data.parquet"
         frame.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
         yield path

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from meguri.errors import ArtifactError, ConfigError, MeguriError
 from meguri.store.artifacts._atomic import atomic_write
+from meguri.store.artifacts._base import StoredArtifact
+from meguri.store.artifacts._digest import hash_file
 from meguri.store.artifacts._fsspec import FsspecArtifactStore
 
 _FIX = "or set MEGURI_ARTIFACTS_URL to a folder this user can write"
@@ -31,6 +33,45 @@ class LocalArtifactStore(FsspecArtifactStore):
 
     def _write(self, path: str, chunks: Iterable[bytes], size: int) -> None:
         atomic_write(Path(path), chunks, durable=True)
+
+    def scratch(self) -> Path:
+        """A folder on the store's own disk for files about to be taken by :meth:`take_file`
+        (dot-named: never an artifact, cleared by ``gc_temp``)."""
+        folder = self.folder / ".tmp-scratch"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def gc_temp(self, older_than_s: float = 86_400.0) -> int:
+        """Also clears scratch files left by writers that were killed."""
+        import shutil
+        import time
+
+        removed = super().gc_temp(older_than_s)
+        scratch = self.folder / ".tmp-scratch"
+        cutoff = time.time() - older_than_s
+        for entry in scratch.iterdir() if scratch.is_dir() else ():
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed += 1
+        return removed
+
+    def take_file(self, path: str | Path) -> StoredArtifact:
+        """Store the file at ``path`` by renaming it into place (hashed once, no copy); the
+        caller gives the file up. Falls back to a copy across disks."""
+        source = Path(path)
+        if source.stat().st_dev != self.folder.stat().st_dev:
+            return self.put_file(source)
+        digest, size = hash_file(source)
+        target = Path(self.object_path(digest))
+        with self._translated(f"store sha256:{digest}"):
+            if self._stored_size(str(target)) == size:
+                source.unlink()  # identical content is already stored
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _fsync(source)
+                os.replace(source, target)
+                _fsync(target.parent)
+        return StoredArtifact(digest, size)
 
     def _translate(self, exc: BaseException, action: str) -> MeguriError:
         if isinstance(exc, PermissionError):
@@ -71,3 +112,11 @@ def open_local(location: str) -> LocalArtifactStore:
             f"{_FIX}."
         ) from exc
     return LocalArtifactStore(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
