@@ -334,6 +334,20 @@ def fail_stale_runs(workspace: Workspace | None = None, timeout: float | None = 
     return ws.metadata.runs.fail_stale_runs(limit)
 
 
+_last_reap: dict[int, float] = {}
+_REAP_EVERY = 5.0
+
+
+def _reap(ws: Workspace) -> None:
+    """:func:`fail_stale_runs` before a read, at most every few seconds per workspace (a
+    heartbeat timeout is a minute: re-checking on every search would only add latency)."""
+    now = time.monotonic()
+    key = id(ws.metadata)
+    if now - _last_reap.get(key, -_REAP_EVERY) >= _REAP_EVERY:
+        _last_reap[key] = now
+        fail_stale_runs(ws)
+
+
 def _experiment_ids(ws: Workspace, experiment: str | Iterable[str] | None) -> list[str]:
     repo = ws.metadata.runs
     if experiment is None:
@@ -358,7 +372,7 @@ def search_runs(
     ``["metrics.roc_auc desc"]``. Newest first by default.
     """
     ws = workspace or default_workspace()
-    fail_stale_runs(ws)
+    _reap(ws)
     ids = _experiment_ids(ws, experiment)
     return ws.metadata.runs.search(ids, filter, order_by, max_results, offset)
 
@@ -366,7 +380,7 @@ def search_runs(
 def get_run(run_id: str, *, workspace: Workspace | None = None) -> Run:
     """A run by ID, unique ID prefix or name."""
     ws = workspace or default_workspace()
-    fail_stale_runs(ws)
+    _reap(ws)
     repo = ws.metadata.runs
     return repo.get_run(repo.resolve_run_id(run_id))
 
