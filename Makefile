@@ -16,10 +16,12 @@ help:
 	@echo "make bench  run the benchmarks under bench/ (tracking vs MLflow, data vs pandas, tuning vs Optuna)"
 	@echo "make bench-data  only the data-preparation benchmark (meguri vs pandas)"
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the versions the suite was last run with (pip freeze of a working
+# .venv): installs are reproducible and pip never backtracks through boto3/botocore releases.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -c constraints.txt
 	@touch $@
 
 demo: $(STAMP)
