@@ -25,8 +25,14 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     workspace.close()
 
 
-def _spec(algorithms: str, extra: str = "") -> meguri.ProjectSpec:
+def _spec(
+    algorithms: str, extra: str = "", size_mb: str = "20", budget_minutes: str = "10"
+) -> meguri.ProjectSpec:
     text = render_example_spec("engine")
+    text = text.replace("max_model_size_mb: 20", f"max_model_size_mb: {size_mb}")
+    text = text.replace(
+        "training_time_budget_minutes: 10", f"training_time_budget_minutes: {budget_minutes}"
+    )
     start = text.index("  prepare:")
     end = text.index("  # Reproducible by row hash")
     text = text[:start] + "  prepare:\n    - scale: {method: standard}\n" + text[end:]
@@ -90,3 +96,22 @@ def test_unknown_primary_metric_names_the_setting(ws: Workspace) -> None:
     spec = _spec("linear", extra="  metric: auroc\n")
     with pytest.raises(meguri.errors.SpecError, match=r"model\.metric: 'auroc'"):
         train(spec, workspace=ws)
+
+
+def test_max_model_size_picks_the_best_model_that_fits(ws: Workspace) -> None:
+    from meguri.train._zoo import model_size_bytes
+
+    limited = _spec("linear, random_forest", size_mb="0.01")  # 10 KB: a forest is larger
+    result = train(limited, workspace=ws)
+    assert result.best.name == "linear"
+    assert model_size_bytes(result.model) <= 0.01 * 2**20
+    assert {c.name for c in result.leaderboard} == {"linear", "random_forest"}
+    with pytest.raises(meguri.errors.TrainError, match="max_model_size_mb"):
+        train(_spec("linear, random_forest", size_mb="0.000001"), workspace=ws)
+
+
+def test_training_time_budget_skips_the_remaining_candidates(ws: Workspace) -> None:
+    spec = _spec("linear, random_forest", budget_minutes="0.000001")
+    result = train(spec, workspace=ws)
+    assert [c.name for c in result.leaderboard] == ["linear"]
+    assert meguri.get_run(result.run_id, workspace=ws).tags["skipped_by_budget"] == "random_forest"

@@ -16,6 +16,7 @@ the boundary where they occur and never leak as raw stack traces from the CLI::
     ├── DataError              input data that cannot be read or used (file, column, row)
     │   ├── DataQualityError       an error-level quality check failed
     │   └── TransformError         a preparation step cannot be fitted or applied
+    ├── TrainError             no candidate meets the spec's constraints (size, budget)
     ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
     └── QuerySyntaxError       a search filter or order-by that cannot be read
 """
@@ -36,6 +37,7 @@ __all__ = [
     "SpecError",
     "StoreError",
     "TrackingError",
+    "TrainError",
     "TransformError",
 ]
 
@@ -94,3 +96,7 @@ class DataQualityError(DataError):
 
 class TransformError(DataError):
     """A preparation step cannot be fitted or applied (unknown column, wrong type, ...)."""
+
+
+class TrainError(MeguriError):
+    """Training cannot satisfy the spec's constraints (model size, training-time budget)."""

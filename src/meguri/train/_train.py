@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from meguri.data import PreparedData, fit_transform, prepare
-from meguri.errors import SpecError
+from meguri.errors import SpecError, TrainError
 from meguri.spec import ProjectSpec
 from meguri.store import Workspace, default_workspace
 from meguri.store.metadata import CheckResult
@@ -209,15 +209,15 @@ def leaderboard(results: list[CandidateResult], metric: str) -> list[CandidateRe
 
 
 def _evaluate_best(
-    best: CandidateResult, spec: ProjectSpec, prepared: PreparedData, run: ActiveRun
+    best: CandidateResult, spec: ProjectSpec, prepared: PreparedData, run: ActiveRun, model: Any
 ) -> tuple[Any, dict[str, float], dict[str, tuple[float, float]]]:
     from meguri.train._metrics_bootstrap import bootstrap_ci
     from meguri.train._plots import figures
 
     task, ws = spec.requirements.functional.task, run.workspace
-    candidate = candidates(task, [best.name])[0]
-    x_train, y_train = _matrix(prepared.frame("train", workspace=ws), prepared.target)
-    model = candidate.build(best.params, spec.model.seed).fit(x_train, y_train)
+    if model is None:
+        x_train, y_train = _matrix(prepared.frame("train", workspace=ws), prepared.target)
+        model = _fit_final(best, spec, x_train, y_train)
     metrics: dict[str, float] = {}
     for stage in ("validation", "test"):
         x, y = _matrix(prepared.frame(stage, workspace=ws), prepared.target)
@@ -266,6 +266,35 @@ def _log_error_analysis(
     run.log_dict({"slices": slices.to_dicts()}, "evaluation/test_slices.json")
     worst = worst_rows(readable, y, pred, proba, task=task, labels=labels)
     run.log_dict({"rows": worst.to_dicts()}, "evaluation/test_worst_rows.json")
+
+
+def _fit_final(best: CandidateResult, spec: ProjectSpec, x: Matrix, y: Matrix) -> Any:
+    candidate = candidates(spec.requirements.functional.task, [best.name])[0]
+    return candidate.build(best.params, spec.model.seed).fit(x, y)
+
+
+def _within_size(
+    board: list[CandidateResult], spec: ProjectSpec, prepared: PreparedData, run: ActiveRun
+) -> tuple[CandidateResult, Any]:
+    """The best candidate whose model, fitted on the training part, fits
+    ``requirements.non_functional.max_model_size_mb``; a TrainError if none does."""
+    limit = spec.requirements.non_functional.max_model_size_mb
+    if limit is None:
+        return board[0], None
+    x, y = _matrix(prepared.frame("train", workspace=run.workspace), prepared.target)
+    sizes = {}
+    for item in board:
+        model = _fit_final(item, spec, x, y)
+        sizes[item.name] = size = model_size_bytes(model)
+        if size <= limit * 1024 * 1024:
+            return item, model
+        run.set_tag(f"too_large.{item.name}", f"{size / 2**20:.2f} MiB")
+    found = ", ".join(f"{name} {size / 2**20:.2f} MiB" for name, size in sizes.items())
+    raise TrainError(
+        f"requirements.non_functional.max_model_size_mb is {limit:g} and every candidate's model "
+        f"is larger ({found}); raise the limit, or allow smaller algorithms or settings "
+        "(fewer trees, model.params)."
+    )
 
 
 def gate(
@@ -338,20 +367,16 @@ def train(
             "transform": f"sha256:{data.transform_digest}",
         },
     ) as run:
-        results = []
-        for candidate in zoo:
-            say(f"cross-validating {candidate.name}")
-            results.append(_candidate_run(candidate, spec, cv, run))
+        results = _cross_validate_all(zoo, spec, cv, run, say)
         board = leaderboard(results, _check_metric(metric, results))
-        best = board[0]
         if spec.model.search is not None:
-            say(f"tuning {best.name} ({spec.model.search.trials} trials)")
-            tuned = _search(spec, best, cv, metric, run)
-            if tuned is not None:
-                board, best = [tuned, *board], tuned
+            say(f"tuning {board[0].name} ({spec.model.search.trials} trials)")
+            tuned = _search(spec, board[0], cv, metric, run)
+            board = board if tuned is None else [tuned, *board]
+        best, fitted = _within_size(board, spec, data, run)
         run.set_tags({"best_algorithm": best.name, "best_run": best.run_id})
         say(f"evaluating {best.name} on validation and test")
-        model, metrics, intervals = _evaluate_best(best, spec, data, run)
+        model, metrics, intervals = _evaluate_best(best, spec, data, run, fitted)
         checks = gate(
             spec,
             metrics,
@@ -363,6 +388,25 @@ def train(
         )
         run.set_tags({"gates": "pass" if all(c.passed for c in checks) else "fail"})
     return TrainResult(run.id, metric, board, best, model, metrics, intervals, checks, data)
+
+
+def _cross_validate_all(
+    zoo: list[Candidate], spec: ProjectSpec, cv: list[Fold], run: ActiveRun, say: Progress
+) -> list[CandidateResult]:
+    """Every candidate, until ``training_time_budget_minutes`` runs out (the first always
+    runs; the ones left are named in the run's tag ``skipped_by_budget``)."""
+    budget = spec.requirements.non_functional.training_time_budget_minutes
+    deadline = None if budget is None else time.monotonic() + budget * 60
+    results: list[CandidateResult] = []
+    for i, candidate in enumerate(zoo):
+        if results and deadline is not None and time.monotonic() >= deadline:
+            skipped = [c.name for c in zoo[i:]]
+            run.set_tag("skipped_by_budget", ", ".join(skipped))
+            say(f"training-time budget spent: skipping {', '.join(skipped)}")
+            break
+        say(f"cross-validating {candidate.name}")
+        results.append(_candidate_run(candidate, spec, cv, run))
+    return results
 
 
 def _check_metric(metric: str, results: list[CandidateResult]) -> str:
