@@ -160,3 +160,17 @@ def search_population(n: int, seed: int = 7) -> list[SearchRun]:
 
 SEARCH_FILTER = "metrics.acc > 0.5"
 SEARCH_ORDER = "metrics.acc desc"
+
+
+def text_table(rows: list[tuple[str, ...]]) -> str:
+    """Rows (the first is the header) as aligned text: first column left, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import text_table
 from _data_checks import compare, largest_gaps
 
 HERE = Path(__file__).resolve().parent
@@ -232,16 +233,7 @@ def render(figures: list[Figure]) -> str:
         )
         for f in figures
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def environment() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from _common import (
     fmt_value,
     history_points,
     search_population,
+    text_table,
     timed_pair,
 )
 
@@ -353,16 +354,7 @@ def table(figures: list[Figure]) -> str:
         )
         for f in figures
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def environment(mlflow_version: str | None) -> dict[str, Any]:
