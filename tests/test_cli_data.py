@@ -4,8 +4,6 @@ lineage, search, tag; errors as one line."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from meguri.cli import _data
 from meguri.data import _catalog as catalog
 from meguri.store import open_workspace
+from meguri.testing.cli import run_meguri
 
 
 @pytest.fixture
@@ -98,11 +97,7 @@ def test_options_lineage_search_and_tags(app: typer.Typer, project: Path) -> Non
 
 def test_errors_are_one_line(project: Path) -> None:
     (project / "bad.csv").write_text("a;b\n1;2\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGURI_")}
-    result = subprocess.run(
-        [sys.executable, "-c", "from meguri.cli import main; main()", "data", "ingest", "bad.csv"],
-        cwd=project, capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    result = run_meguri("data", "ingest", "bad.csv", cwd=project)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "looks separated by ';'" in lines[0], result.stderr

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-MEGURI = [sys.executable, "-c", "from meguri.cli import main; main()"]
+from meguri.testing.cli import run_meguri
 
-
-def _meguri(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGURI_")}
-    return subprocess.run([*MEGURI, *args], cwd=cwd, capture_output=True, text=True, env=env)
+_meguri = run_meguri
 
 
 @pytest.fixture(scope="module")
