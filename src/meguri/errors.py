@@ -17,6 +17,11 @@ the boundary where they occur and never leak as raw stack traces from the CLI::
     │   ├── DataQualityError       an error-level quality check failed
     │   └── TransformError         a preparation step cannot be fitted or applied
     ├── TrainError             no candidate meets the spec's constraints (size, budget)
+    ├── PackageError           a model package that cannot be built or loaded
+    │   └── PackageIntegrityError  a package file does not match its recorded sha256
+    ├── RegistryError          model registry misuse (unknown alias, archived version)
+    │   └── GateFailedError        promotion blocked by failing success criteria
+    ├── InvalidInputError      a prediction request that does not match the model's signature
     ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
     └── QuerySyntaxError       a search filter or order-by that cannot be read
 """
@@ -30,10 +35,15 @@ __all__ = [
     "ConflictError",
     "DataError",
     "DataQualityError",
+    "GateFailedError",
+    "InvalidInputError",
     "MeguriError",
     "MetadataStoreError",
     "NotFoundError",
+    "PackageError",
+    "PackageIntegrityError",
     "QuerySyntaxError",
+    "RegistryError",
     "SpecError",
     "StoreError",
     "TrackingError",
@@ -100,3 +110,27 @@ class TransformError(DataError):
 
 class TrainError(MeguriError):
     """Training cannot satisfy the spec's constraints (model size, training-time budget)."""
+
+
+class PackageError(MeguriError):
+    """A model package cannot be built (conversion, verification) or loaded."""
+
+
+class PackageIntegrityError(PackageError):
+    """A package file's sha256 differs from the one recorded: it was changed after packaging."""
+
+
+class RegistryError(MeguriError):
+    """Model registry misuse: an unknown model, version or alias; an archived version."""
+
+
+class GateFailedError(RegistryError):
+    """Promotion blocked: the version's success criteria fail (``--override`` with a reason)."""
+
+
+class InvalidInputError(MeguriError):
+    """A prediction request that does not match the signature; ``column`` names the culprit."""
+
+    def __init__(self, message: str, *, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
