@@ -202,3 +202,20 @@ def test_exported_names_are_exactly_all() -> None:
         and name != "annotations"
     }
     assert public == set(meguri.spec.__all__)
+
+
+def test_cross_validation_reads_the_older_and_the_newer_setting() -> None:
+    old = ProjectSpec.model_validate(minimal(model={"cv_folds": 3}))
+    assert old.model.cross_validation.folds == 3 and old.model.cv is None
+    assert old.model.cross_validation.resolved_method("regression") == "kfold"
+    new = ProjectSpec.model_validate(minimal(model={"cv": {"method": "group", "group": "g"}}))
+    assert new.model.cv_folds == 5 and new.model.cross_validation.group == "g"
+    assert new.model.cross_validation.resolved_method("regression") == "group"
+
+
+def test_fairness_section_defaults() -> None:
+    spec = ProjectSpec.model_validate(minimal(model={"fairness": {"sensitive": ["sex"]}}))
+    assert spec.model.fairness is not None
+    assert (spec.model.fairness.min_rows, spec.model.fairness.bins) == (30, 5)
+    assert spec.model.fairness.metrics == []
+    assert spec.warnings() == ["success_criteria is empty: no gate can pass or fail; add criteria"]

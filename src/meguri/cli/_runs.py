@@ -1,11 +1,11 @@
-"""``meguri runs list|show|compare|history``: browse tracked runs."""
+"""``meguri runs list|show|compare|history|leaderboard``: browse tracked runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -15,7 +15,8 @@ from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import Run
 
 runs_app = typer.Typer(
-    help="Browse tracked runs: list, show, compare, metric history.", no_args_is_help=True
+    help="Browse tracked runs: list, show, compare, metric history, leaderboard.",
+    no_args_is_help=True,
 )
 # Piped output (logs, CI) is not squeezed to 80 columns; a terminal keeps its own width.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -215,4 +216,102 @@ def history(
         -tail:
     ]:
         table.add_row(str(step), _num(float(value), 6), _when(float(stamp)))
+    console.print(table)
+
+
+@runs_app.command("leaderboard")
+def leaderboard(
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-e", help="Experiment of the training runs.")
+    ] = "train",
+    spec_version: Annotated[
+        str | None,
+        typer.Option(help="Only this spec version: ID, prefix, number, latest or latest~N."),
+    ] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every spec version, newest first.")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="Runs per spec version.")] = 5,
+) -> None:
+    """The best training runs of each spec version (by default the newest with runs), ranked
+    by the test value of each run's primary metric."""
+    from meguri.spec import resolve_spec_version
+
+    ws = _workspace()
+    grouped = training_runs_by_version(ws, experiment)
+    if not grouped:
+        console.print(f"No training runs in experiment {experiment!r} yet; run `meguri train`.")
+        return
+    if spec_version is not None:
+        wanted = resolve_spec_version(ws.metadata, ws.project.id, spec_version).id
+        grouped = {wanted: grouped.get(wanted, [])}
+    elif not all_versions:
+        newest = next(iter(grouped))
+        grouped = {newest: grouped[newest]}
+    for version, found in grouped.items():
+        _print_leaderboard(ws, version, ranked(found)[:top])
+
+
+def training_runs_by_version(ws: Workspace, experiment: str) -> dict[str | None, list[Run]]:
+    """Finished ``meguri train`` runs (those that chose a best model) per spec version, the
+    version with the newest run first (runs without a spec version under ``None``)."""
+    from meguri.train import search_runs
+
+    found = search_runs(
+        "tags.best_algorithm like '%' and status = 'finished'",
+        experiment=experiment,
+        max_results=100_000,
+        workspace=ws,
+    )
+    grouped: dict[str | None, list[Run]] = {}
+    for run in found:  # newest first
+        grouped.setdefault(run.spec_version_id, []).append(run)
+    return grouped
+
+
+def _score(run: Run) -> tuple[int, float]:
+    """Sort key: runs with their primary test metric first, best first."""
+    from meguri.train._train import LOWER_IS_BETTER
+
+    metric = run.params.get("metric", "")
+    point = run.metrics.get(f"test/{metric}")
+    if point is None or point.value is None or math.isnan(point.value):
+        return (1, 0.0)
+    return (0, point.value if metric in LOWER_IS_BETTER else -point.value)
+
+
+def ranked(found: list[Run]) -> list[Run]:
+    """Best first by each run's primary metric on test; runs without it last."""
+    return sorted(found, key=_score)
+
+
+def _print_leaderboard(ws: Workspace, version_id: str | None, found: list[Run]) -> None:
+    title = "runs without a spec version"
+    if version_id is not None:
+        version = ws.metadata.specs.get(version_id)
+        number = ws.metadata.specs.number(version)
+        title = f"spec version #{number} ({version.id}, {_when(version.created_at)})"
+    if not found:
+        console.print(f"No finished training runs for {title}.")
+        return
+    table = Table(title=f"Leaderboard: {title}", title_justify="left")
+    for col in ("#", "run", "best", "metric", "test", "validation", "cv folds", "gates", "started"):
+        justify: Literal["left", "right"] = (
+            "right" if col in ("#", "test", "validation") else "left"
+        )
+        table.add_column(col, justify=justify, no_wrap=True)
+    for rank, run in enumerate(found, 1):
+        metric = run.params.get("metric", "-")
+        test, valid = run.metrics.get(f"test/{metric}"), run.metrics.get(f"validation/{metric}")
+        table.add_row(
+            str(rank),
+            run.id,
+            run.tags.get("best_algorithm", "-"),
+            metric,
+            _num(test.value if test else None),
+            _num(valid.value if valid else None),
+            f"{run.params.get('cv_folds', '-')} {run.params.get('cv_method', '')}".strip(),
+            run.tags.get("gates", "-"),
+            _when(run.created_at)[5:16],
+        )
     console.print(table)

@@ -337,9 +337,77 @@ class SearchSpec(_Closed):
     parallelism: PositiveInt = 1
 
 
+CvMethod = Literal["kfold", "stratified", "group", "time"]
+CV_METHODS: tuple[str, ...] = get_args(CvMethod)
+
+#: Per-group metrics ``model.fairness.metrics`` may name (those with a per-slice form).
+FairnessMetric = Literal[
+    "accuracy", "log_loss", "brier", "roc_auc", "recall", "precision", "f1", "mae", "rmse", "mape"
+]
+FAIRNESS_METRICS: tuple[str, ...] = get_args(FairnessMetric)
+#: Gap names a criterion ``fairness/<column>/<gap>`` may use, besides ``<metric>_difference``.
+FAIRNESS_GAPS: tuple[str, ...] = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equal_opportunity_difference",
+    "equalized_odds_difference",
+    "accuracy_difference",
+)
+
+
+class CvSpec(_Closed):
+    """Cross-validation of the training part: ``kfold`` (shuffled), ``stratified`` (class shares
+    kept), ``group`` (each value of ``group`` in one fold: GroupKFold) or ``time`` (rows ordered
+    by ``time``, each fold validated on later rows than it trains on: TimeSeriesSplit)."""
+
+    method: CvMethod | None = None
+    """``None``: stratified for classification, kfold for regression."""
+    folds: int = Field(5, ge=2, le=100)
+    group: str | None = None
+    time: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CvSpec:
+        problems: list[tuple[Loc, str]] = []
+        for key in ("group", "time"):
+            if self.method == key and not getattr(self, key):
+                problems.append(((key,), f"method {key} needs the column: add {key}: COLUMN"))
+            if getattr(self, key) and self.method != key:
+                problems.append(((key,), f"is read only with method {key}; set it or drop {key}"))
+        _raise_if(problems)
+        return self
+
+    def resolved_method(self, task: str) -> str:
+        """The method used for ``task`` (by default stratified, or kfold for regression)."""
+        return self.method or ("kfold" if task == "regression" else "stratified")
+
+
+class FairnessSpec(_Closed):
+    """Gaps between the groups of sensitive columns, measured on the test part."""
+
+    sensitive: list[Text] = Field(min_length=1)
+    """Raw columns whose values (or quantile bins, for many-valued numbers) form the groups."""
+    metrics: list[FairnessMetric] = []
+    """Task metrics per group (their max-min gap is ``<metric>_difference``); default: the
+    primary metric when it has a per-group form."""
+    min_rows: PositiveInt = 30
+    """Groups with fewer test rows are reported but left out of the gaps (too noisy)."""
+    bins: int = Field(5, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> FairnessSpec:
+        problems = duplicates(self.sensitive, ("sensitive",), "sensitive column")
+        problems += duplicates(self.metrics, ("metrics",), "metric")
+        _raise_if(problems)
+        return self
+
+
 class ModelSpec(_Open):
     seed: int = 42
     cv_folds: int = Field(5, ge=2, le=100)
+    """The older form of ``cv.folds`` (still read); set one of the two."""
+    cv: CvSpec | None = None
+    fairness: FairnessSpec | None = None
     metric: str | None = None
     """The metric that ranks candidates (on cross-validation); default: roc_auc for
     classification, rmse for regression. Lower is better for losses and errors."""
@@ -347,6 +415,24 @@ class ModelSpec(_Open):
     """Fixed hyperparameters per algorithm, e.g. ``{lightgbm: {n_estimators: 400}}``."""
     search: SearchSpec | None = None
     """Tune the leading candidate with Optuna after the defaults' cross-validation."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folds(cls, data: Any) -> Any:
+        """``cv.folds`` and ``cv_folds`` are one setting: copy the newer into the older."""
+        if not isinstance(data, dict) or not isinstance(data.get("cv"), dict):
+            return data
+        if "cv_folds" in data:
+            raise SpecProblems(
+                [(("cv_folds",), "is also set as model.cv.folds; keep only cv.folds")]
+            )
+        folds = data["cv"].get("folds", 5)
+        return {**data, "cv_folds": folds} if isinstance(folds, int) else data
+
+    @property
+    def cross_validation(self) -> CvSpec:
+        """The cross-validation settings, from ``cv`` or the older ``cv_folds``."""
+        return self.cv or CvSpec(folds=self.cv_folds)
 
 
 class PipelineSpec(_Open):
@@ -399,31 +485,69 @@ class ProjectSpec(_Closed):
         problems = duplicates(ids, ("success_criteria",), "criterion id")
         problems = [((*loc, "id"), msg) for loc, msg in problems]
         problems += self._excluded_column_problems()
+        problems += self._model_column_problems()
+        problems += self._fairness_criterion_problems()
         _raise_if(problems)
         return self
+
+    def _model_column_problems(self) -> list[tuple[Loc, str]]:
+        """Columns the model section names must reach training: not the target, not excluded."""
+        named: list[tuple[Loc, str]] = []
+        if self.model.cv is not None:
+            named += [
+                (("model", "cv", key), column)
+                for key in ("group", "time")
+                if (column := getattr(self.model.cv, key))
+            ]
+        if self.model.fairness is not None:
+            named += [
+                (("model", "fairness", "sensitive", i), column)
+                for i, column in enumerate(self.model.fairness.sensitive)
+            ]
+        return [(loc, msg) for loc, column in named if (msg := self._column_problem(column))]
+
+    def _column_problem(self, column: str) -> str:
+        if column == self.requirements.functional.target:
+            return f"{column!r} is the target; name an input column"
+        if column in self.constraints.excluded_columns:
+            return (
+                f"{column!r} is in constraints.excluded_columns, which the data phase drops "
+                "before training; remove it there or name another column"
+            )
+        return ""
+
+    def _fairness_criterion_problems(self) -> list[tuple[Loc, str]]:
+        """``fairness/<column>/<gap>`` criteria: a declared column, a known gap, on test."""
+        fairness = self.model.fairness
+        declared = fairness.sensitive if fairness else []
+        problems: list[tuple[Loc, str]] = []
+        for i, criterion in enumerate(self.success_criteria):
+            parts = criterion.metric.split("/")
+            if parts[0] != "fairness":
+                continue
+            loc: Loc = ("success_criteria", i, "metric")
+            if len(parts) != 3 or parts[1] not in declared:
+                problems.append((loc, _fairness_name_problem(criterion.metric, declared)))
+            elif parts[2] not in FAIRNESS_GAPS and not parts[2].endswith("_difference"):
+                problems.append((loc, _unknown(parts[2], FAIRNESS_GAPS, "fairness gap")))
+            if criterion.measured_on != "test":
+                fix = "fairness gaps are measured on test; set measured_on: test"
+                problems.append((("success_criteria", i, "measured_on"), fix))
+        return problems
 
     def _excluded_column_problems(self) -> list[tuple[Loc, str]]:
         excluded = set(self.constraints.excluded_columns)
         functional = self.requirements.functional
         where: Loc = ("requirements", "functional")
-        problems: list[tuple[Loc, str]] = []
+        listed = "is listed in constraints.excluded_columns"
+        problems: list[tuple[Loc, str]] = [
+            ((*where, "inputs", i), f"{column!r} {listed}; remove it from one of the two lists")
+            for i, column in enumerate(functional.inputs or [])
+            if column in excluded
+        ]
         if functional.target in excluded:
-            problems.append(
-                (
-                    (*where, "target"),
-                    f"{functional.target!r} is listed in "
-                    "constraints.excluded_columns; a target cannot be excluded: remove it there",
-                )
-            )
-        for i, column in enumerate(functional.inputs or []):
-            if column in excluded:
-                problems.append(
-                    (
-                        (*where, "inputs", i),
-                        f"{column!r} is listed in constraints.excluded_columns;"
-                        " remove it from one of the two lists",
-                    )
-                )
+            fix = "a target cannot be excluded: remove it there"
+            problems.insert(0, ((*where, "target"), f"{functional.target!r} {listed}; {fix}"))
         return problems
 
     def criteria_on(self, stage: Stage) -> list[SuccessCriterion]:
@@ -458,6 +582,15 @@ def _extra_note(name: str, section: BaseModel) -> list[str]:
         tail = f"; did you mean {hint[0]!r}?" if hint else " by this version of meguri"
         notes.append(f"{name}.{key} is not read{tail}")
     return notes
+
+
+def _fairness_name_problem(metric: str, declared: Sequence[str]) -> str:
+    if not declared:
+        return f"{metric!r} needs model.fairness.sensitive to declare the column"
+    return (
+        f"{metric!r} is not fairness/<column>/<gap> with a column of model.fairness.sensitive "
+        f"({', '.join(declared)}), e.g. fairness/{declared[0]}/demographic_parity_ratio"
+    )
 
 
 def _unknown(value: str, allowed: Sequence[str], what: str) -> str:

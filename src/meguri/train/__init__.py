@@ -19,6 +19,7 @@ from meguri.train._tracking import (
 
 if TYPE_CHECKING:
     from meguri.train._evaluate import evaluate, reliability_curve
+    from meguri.train._fairness import FairnessReport, fairness_report
     from meguri.train._metrics_bootstrap import bootstrap_ci
     from meguri.train._plots import figures
     from meguri.train._slices import fairness_gaps, slice_metrics, worst_rows
@@ -32,6 +33,8 @@ _LAZY = {
     "bootstrap_ci": "_metrics_bootstrap",
     "figures": "_plots",
     "fairness_gaps": "_slices",
+    "fairness_report": "_fairness",
+    "FairnessReport": "_fairness",
     "slice_metrics": "_slices",
     "worst_rows": "_slices",
     "train": "_train",
@@ -43,6 +46,7 @@ _LAZY = {
 
 __all__ = [
     "ActiveRun",
+    "FairnessReport",
     "MetricHistory",
     "TrainResult",
     "TrialSummary",
@@ -52,6 +56,7 @@ __all__ = [
     "evaluate",
     "fail_stale_runs",
     "fairness_gaps",
+    "fairness_report",
     "figures",
     "get_metric_history",
     "get_run",

@@ -65,7 +65,7 @@ def slice_metrics(
     if bins < 2:
         raise DataError(f"bins={bins} must be at least 2 quantile bins.")
     sliced = pl.concat(
-        [per_row, frame.select([_slice_label(frame[f], bins).alias(f) for f in features])],
+        [per_row, frame.select([slice_label(frame[f], bins).alias(f) for f in features])],
         how="horizontal",
     )
     long = sliced.unpivot(index=per_row.columns, on=features, variable_name="feature",
@@ -106,7 +106,7 @@ def _features(frame: pl.DataFrame, features: Sequence[str] | None, n: int) -> li
     return chosen
 
 
-def _slice_label(column: pl.Series, bins: int) -> pl.Series:
+def slice_label(column: pl.Series, bins: int) -> pl.Series:
     """Each row's slice label: its value, or its quantile bin for a many-valued number."""
     if not column.dtype.is_numeric() or column.n_unique() <= bins:
         return column.cast(pl.String).fill_null("null")

@@ -33,6 +33,7 @@ from meguri.train._zoo import Candidate, candidates, model_size_bytes
 
 if TYPE_CHECKING:
     from meguri.spec import PrepareStep
+    from meguri.train._fairness import FairnessReport
 
 Progress = Callable[[str], None]
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape", "median_ae"})
@@ -68,6 +69,8 @@ class TrainResult:
     intervals: dict[str, tuple[float, float]]  # test metric -> 95% bootstrap interval
     checks: list[CheckResult]
     prepared: PreparedData
+    fairness: FairnessReport | None = None
+    """``model.fairness``'s per-group rates and gaps on test (None when not declared)."""
 
 
 def primary_metric(spec: ProjectSpec) -> str:
@@ -86,24 +89,67 @@ def _matrix(frame: pl.DataFrame, target: str) -> tuple[Matrix, Matrix]:
 
 def folds(spec: ProjectSpec, prepared: PreparedData) -> list[Fold]:
     """Cross-validation folds of the training part, the preparation refitted per fold."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    raw, target = prepared.raw["train"], prepared.target
-    seed, k = spec.model.seed, spec.model.cv_folds
-    regression = spec.requirements.functional.task == "regression"
-    splitter = (
-        KFold(k, shuffle=True, random_state=seed)
-        if regression
-        else StratifiedKFold(k, shuffle=True, random_state=seed)
-    )
-    y_all = raw.get_column(target).to_numpy()
+    raw, target, seed = prepared.raw["train"], prepared.target, spec.model.seed
     steps: list[PrepareStep] = list(spec.data.prepare)
     out = []
-    for train_idx, valid_idx in splitter.split(np.zeros(len(y_all)), y_all):
+    for train_idx, valid_idx in fold_indices(spec, raw, target):
         transform, train = fit_transform(raw[train_idx], steps, target=target, seed=seed)
         valid = transform.apply(raw[valid_idx]).collect()
         out.append(Fold(*_matrix(train, target), *_matrix(valid, target)))
     return out
+
+
+def fold_indices(spec: ProjectSpec, raw: pl.DataFrame, target: str) -> list[tuple[Matrix, Matrix]]:
+    """(training rows, validation rows) of each fold of ``raw`` by ``model.cv``: kfold,
+    stratified, group (GroupKFold: no group in two folds) or time (TimeSeriesSplit over the
+    rows ordered by the time column: each fold validates on later rows than it trains on)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, TimeSeriesSplit
+
+    cv, seed = spec.model.cross_validation, spec.model.seed
+    method = cv.resolved_method(spec.requirements.functional.task)
+    y = raw.get_column(target).to_numpy()
+    if method == "time":
+        order = _time_order(raw, cv.time or "")
+        return [(order[a], order[b]) for a, b in TimeSeriesSplit(cv.folds).split(order)]
+    if method == "group":
+        groups = _cv_column(raw, cv.group or "", "group").cast(pl.String).fill_null("null")
+        splitter: Any = GroupKFold(cv.folds)
+        return _split(splitter, method, y, groups.to_numpy())
+    if method == "stratified" and spec.requirements.functional.task == "regression":
+        raise SpecError("model.cv.method: stratified needs classes; use kfold for regression.")
+    if method == "kfold":
+        splitter = KFold(cv.folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(cv.folds, shuffle=True, random_state=seed)
+    return _split(splitter, method, y, None)
+
+
+def _split(splitter: Any, method: str, y: Matrix, groups: Matrix | None) -> list[Any]:
+    try:
+        return list(splitter.split(np.zeros(len(y)), y, groups))
+    except ValueError as err:  # too few rows, groups or class members for the folds
+        raise SpecError(f"model.cv: {method} cross-validation cannot split ({err}); "
+                        "lower model.cv.folds or choose another method.") from err  # fmt: skip
+
+
+def _cv_column(raw: pl.DataFrame, column: str, key: str) -> pl.Series:
+    if column not in raw.columns:
+        known = ", ".join(raw.columns)
+        raise SpecError(
+            f"model.cv.{key}: {column!r} is not a column of the training data ({known}); "
+            "name one of those (an input column: excluded columns are dropped before training)."
+        )
+    return raw.get_column(column)
+
+
+def _time_order(raw: pl.DataFrame, column: str) -> Matrix:
+    values = _cv_column(raw, column, "time")
+    if values.null_count():
+        raise SpecError(
+            f"model.cv.time: {column!r} has {values.null_count()} missing values; time-ordered "
+            "folds need a time on every row (fill or filter them in data.prepare)."
+        )
+    return np.argsort(values.to_numpy(), kind="stable")
 
 
 def _scores(task: str, model: Any, x: Matrix, y: Matrix) -> dict[str, float]:
@@ -210,7 +256,7 @@ def leaderboard(results: list[CandidateResult], metric: str) -> list[CandidateRe
 
 def _evaluate_best(
     best: CandidateResult, spec: ProjectSpec, prepared: PreparedData, run: ActiveRun, model: Any
-) -> tuple[Any, dict[str, float], dict[str, tuple[float, float]]]:
+) -> tuple[Any, dict[str, float], dict[str, tuple[float, float]], FairnessReport | None]:
     from meguri.train._metrics_bootstrap import bootstrap_ci
     from meguri.train._plots import figures
 
@@ -243,7 +289,10 @@ def _evaluate_best(
         run.log_figure(figure, f"plots/{name}")
     run.log_metric("model_size_bytes", model_size_bytes(model))
     _log_error_analysis(task, prepared, y, pred, proba, labels, run)
-    return model, metrics, intervals
+    fairness = _log_fairness(spec, prepared, (y, pred, proba, labels), run)
+    if fairness is not None:
+        metrics |= {f"test/{k}": v for k, v in fairness.metrics().items()}
+    return model, metrics, intervals, fairness
 
 
 def _log_error_analysis(
@@ -266,6 +315,41 @@ def _log_error_analysis(
     run.log_dict({"slices": slices.to_dicts()}, "evaluation/test_slices.json")
     worst = worst_rows(readable, y, pred, proba, task=task, labels=labels)
     run.log_dict({"rows": worst.to_dicts()}, "evaluation/test_worst_rows.json")
+
+
+def _log_fairness(
+    spec: ProjectSpec,
+    prepared: PreparedData,
+    predicted: tuple[Matrix, Matrix, Matrix | None, list[Any] | None],
+    run: ActiveRun,
+) -> FairnessReport | None:
+    """``model.fairness``: per-group rates and gaps on the test part's raw columns, logged as
+    metrics ``test/fairness/<column>/<gap>`` and the artifact evaluation/test_fairness.json."""
+    from meguri.spec._model import FAIRNESS_METRICS
+    from meguri.train._fairness import fairness_report
+
+    settings, raw = spec.model.fairness, prepared.raw.get("test")
+    if settings is None or raw is None:
+        return None
+    missing = [c for c in settings.sensitive if c not in raw.columns]
+    if missing:
+        known = ", ".join(c for c in raw.columns if c != prepared.target)
+        raise SpecError(
+            f"model.fairness.sensitive: {missing[0]!r} is not a column of the training data "
+            f"({known}); name one of those."
+        )
+    metric = primary_metric(spec)
+    chosen: list[str] = list(settings.metrics)
+    chosen = chosen or ([metric] if metric in FAIRNESS_METRICS else [])
+    y, pred, proba, labels = predicted
+    report = fairness_report(
+        raw.drop(prepared.target), y, pred, proba,
+        task=spec.requirements.functional.task, sensitive=settings.sensitive, metrics=chosen,
+        min_rows=settings.min_rows, bins=settings.bins, labels=labels,
+    )  # fmt: skip
+    run.log_metrics({f"test/{k}": v for k, v in report.metrics().items()})
+    run.log_dict(report.to_dict(), "evaluation/test_fairness.json")
+    return report
 
 
 def _fit_final(best: CandidateResult, spec: ProjectSpec, x: Matrix, y: Matrix) -> Any:
@@ -345,14 +429,18 @@ def train(
     prepared: PreparedData | None = None,
     experiment: str = "train",
     progress: Progress | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Run the model phase of ``spec`` (see the module docstring) and return the leaderboard."""
+    """Run the model phase of ``spec`` (see the module docstring) and return the leaderboard;
+    ``tags`` go on the parent run (e.g. ``from_run`` for a re-run)."""
     ws = workspace or default_workspace()
     say = progress or (lambda _message: None)
     data = prepared or prepare(spec, workspace=ws, progress=say)
     task, metric = spec.requirements.functional.task, primary_metric(spec)
     zoo = candidates(task, spec.constraints.allowed_algorithms)
-    say(f"cross-validating {len(zoo)} candidates ({spec.model.cv_folds} folds)")
+    cv_spec = spec.model.cross_validation
+    cv_method = cv_spec.resolved_method(task)
+    say(f"cross-validating {len(zoo)} candidates ({cv_spec.folds} {cv_method} folds)")
     cv = folds(spec, data)
     inputs = {"dataset_version": [v.id for v in data.parts.values()]}
     with start_run(
@@ -363,9 +451,11 @@ def train(
         inputs=inputs,
         params={
             "metric": metric,
-            "cv_folds": spec.model.cv_folds,
+            "cv_folds": cv_spec.folds,
+            "cv_method": cv_method,
             "transform": f"sha256:{data.transform_digest}",
         },
+        tags=tags,
     ) as run:
         results = _cross_validate_all(zoo, spec, cv, run, say)
         board = leaderboard(results, _check_metric(metric, results))
@@ -376,7 +466,7 @@ def train(
         best, fitted = _within_size(board, spec, data, run)
         run.set_tags({"best_algorithm": best.name, "best_run": best.run_id})
         say(f"evaluating {best.name} on validation and test")
-        model, metrics, intervals = _evaluate_best(best, spec, data, run, fitted)
+        model, metrics, intervals, fairness = _evaluate_best(best, spec, data, run, fitted)
         checks = gate(
             spec,
             metrics,
@@ -387,7 +477,9 @@ def train(
             evidence={"algorithm": best.name, "test_intervals": intervals},
         )
         run.set_tags({"gates": "pass" if all(c.passed for c in checks) else "fail"})
-    return TrainResult(run.id, metric, board, best, model, metrics, intervals, checks, data)
+    return TrainResult(
+        run.id, metric, board, best, model, metrics, intervals, checks, data, fairness
+    )
 
 
 def _cross_validate_all(
