@@ -1,14 +1,20 @@
 """The meguri side of the data benchmark, in its own process: ``python _data_meguri.py CSV``.
 
-Stages, each through meguri's own functions (what ``meguri.data.prepare`` runs):
+Stages, each through the functions ``meguri.data.prepare`` runs, holding what it holds:
 
 ``setup``    ``meguri.open_workspace`` on a fresh temporary folder (SQLite + local artifacts)
 ``ingest``   ``ingest_frame(csv)`` (read, checks, content hash, Parquet into the artifact store,
              the catalog row), keeping the table it read in memory, as ``prepare`` does
 ``profile``  ``profile(frame, target=...)``: every statistic, histograms, correlations
-``split``    ``split(frame, SplitSpec(method="stratified", ...))`` by row hash
-``clean``    ``fit_transform(train, steps)`` on the training rows, then the fitted transform
-             applied to validation and test (collected)
+``split``    ``split(frame, SplitSpec(method="stratified", ...), consume=True)`` by row hash:
+             the table is moved into the parts, a few columns at a time, as ``prepare`` does
+``clean``    ``prepare_parts(parts, steps)``, what ``prepare`` runs: ``fit_transform`` on the
+             training rows, each prepared part stored as a dataset version (the training part
+             stored, then dropped; validation and test streamed through the fitted transform
+             to their Parquet files, never collected). The raw parts stay in memory to the
+             end, as ``PreparedData.raw`` keeps them.
+
+``release`` changes nothing here: this side always holds what ``prepare`` holds.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import polars as pl
 
 import meguri
-from _data_child import PARTS, Stages, run
+from _data_child import Stages, run
 from _data_table import (
     BINS,
     NUMERIC,
@@ -31,11 +37,13 @@ from _data_table import (
     TOP,
     WITH_NULLS,
 )
-from meguri.data._catalog import ingest_frame
+from meguri.data._catalog import ingest_frame, read
+from meguri.data._pipeline import prepare_parts
 from meguri.data._profile import DatasetProfile, profile
 from meguri.data._split import split
-from meguri.data._transform import FittedTransform, fit_transform
+from meguri.data._transform import FittedTransform
 from meguri.spec._prepare import SplitSpec
+from meguri.store import Workspace
 
 STEPS: list[dict[str, Any]] = [
     {"impute": {"columns": WITH_NULLS, "strategy": "median", "indicator": True}},
@@ -52,37 +60,23 @@ def main(csv: str, release: bool) -> dict[str, Any]:
         with stages.stage("setup"):
             ws = meguri.open_workspace(Path(tmp), project="bench")
         with stages.stage("ingest"):
-            _, frame = ingest_frame(csv, name="bench", workspace=ws)
+            source, frame = ingest_frame(csv, name="bench", workspace=ws)
         checks["rows"] = frame.height
         with stages.stage("profile"):
             prof = profile(frame, target=TARGET, bins=BINS, top=TOP)
         with stages.stage("split"):
-            result = split(frame, _split_spec(), target=TARGET)
+            result = split(frame, _split_spec(), target=TARGET, consume=True)
+            del frame  # emptied by the split: the parts hold the rows
         parts = result.parts()
         checks["split"] = {name: _class_counts(part) for name, part in parts.items()}
-        if release:  # keep nothing the next stages do not need
-            del frame, result
         with stages.stage("clean"):
-            transform, cleaned = _clean(parts, release)
+            transform, _, stored = prepare_parts(
+                result, STEPS, target=TARGET, source=source, name="bench", workspace=ws
+            )
+        checks["clean"] = _clean_checks(transform, ws, stored["test"].id)
         ws.close()
     checks["profile"] = _profile_checks(prof)
-    checks["clean"] = _clean_checks(transform, cleaned["test"])
     return stages.report(checks)
-
-
-def _clean(
-    parts: dict[str, pl.DataFrame], release: bool
-) -> tuple[FittedTransform, dict[str, pl.DataFrame]]:
-    """Fit on the training rows, apply to the others; ``release`` drops each raw part once used."""
-
-    def take(name: str) -> pl.DataFrame:
-        return parts.pop(name) if release else parts[name]
-
-    transform, train = fit_transform(take("train"), STEPS, target=TARGET, seed=SPLIT_SEED)
-    cleaned = {"train": train}
-    for name in PARTS[1:]:
-        cleaned[name] = transform.apply(take(name)).collect()
-    return transform, cleaned
 
 
 def _split_spec() -> SplitSpec:
@@ -128,9 +122,11 @@ def _profile_checks(prof: DatasetProfile) -> dict[str, Any]:
     return {"columns": columns, "correlations": pairs}
 
 
-def _clean_checks(transform: FittedTransform, test: pl.DataFrame) -> dict[str, Any]:
+def _clean_checks(transform: FittedTransform, ws: Workspace, test_id: str) -> dict[str, Any]:
+    """What the transform learned, and the stored test part's column means (read lazily)."""
     learned = {step.kind: step.learned for step in transform.steps}
-    means = test.select(pl.exclude(TARGET).cast(pl.Float64).mean()).row(0, named=True)
+    test = read(test_id, workspace=ws)
+    means = test.select(pl.exclude(TARGET).cast(pl.Float64).mean()).collect().row(0, named=True)
     return {
         "medians": learned["impute"]["values"],
         "bounds": learned["clip"]["bounds"],

@@ -328,8 +328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--release",
         action="store_true",
-        help="both sides drop the table once split and each raw part once cleaned "
-        "(default: keep every intermediate, as meguri.data.prepare does)",
+        help="pandas drops the table once split and each raw part once cleaned (default: it "
+        "keeps every intermediate); meguri always holds what meguri.data.prepare holds",
     )
     parser.add_argument(
         "--cache", type=Path, default=RESULTS / "data-cache", help="where the CSV tables go"

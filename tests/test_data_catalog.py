@@ -250,3 +250,57 @@ def test_two_processes_ingesting_the_same_data_make_one_version(tmp_path: Path) 
         assert [v.id for v in catalog.history("race", workspace=ws)] == ids[:1]
     finally:
         ws.close()
+
+
+def _mixed(n: int) -> pl.DataFrame:
+    rng = np.random.default_rng(7)
+    return pl.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "k": rng.integers(0, 5, n),
+            "s": pl.Series(rng.choice(["a", "b", ""], n)).replace("", None),
+            "c": pl.Series(rng.choice(["u", "v"], n)).cast(pl.Categorical),
+            "d": pl.Series(rng.integers(0, 1000, n)).cast(pl.Date),
+        }
+    )
+
+
+def test_a_lazy_frame_saves_as_the_same_version_as_the_collected_one(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meguri.data import _catalog_hash
+
+    monkeypatch.setattr(_catalog_hash, "HASH_BATCH_ROWS", 64)  # hashed back in many batches
+    frame = _mixed(1000)
+    lazy = frame.lazy().with_columns(y=pl.col("x") * 2)
+    eager = catalog.save_version("eager", lazy.collect(), operation="t", workspace=ws)
+    streamed = catalog.save_version("streamed", lazy, operation="t", workspace=ws)
+    assert streamed.content_hash == eager.content_hash == content_hash(lazy.collect())
+    assert (streamed.schema, streamed.row_count) == (eager.schema, 1000)
+    assert catalog.read(streamed, workspace=ws).collect().equals(lazy.collect())
+    again = catalog.save_version("eager", lazy, operation="t", workspace=ws)
+    assert again.id == eager.id  # identical rows: the version already there
+    reordered = catalog.save_version("eager", lazy.reverse(), operation="t", workspace=ws)
+    assert reordered.version == 2
+
+
+def test_a_failed_lazy_save_leaves_nothing(
+    local_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = pl.LazyFrame({"a": ["1", "2", "x"]}).select(pl.col("a").cast(pl.Int64))
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        catalog.save_version("bad", failing, operation="t", workspace=local_ws)
+    folder = Path(local_ws.artifacts.url)
+    assert not [p for p in folder.rglob("*") if p.is_file()]
+
+    # a failure once the data is stored: no version, only an unreferenced blob, no scratch
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("metadata store down")
+
+    monkeypatch.setattr(local_ws.metadata.datasets, "add_version", refuse)
+    with pytest.raises(RuntimeError, match="down"):
+        catalog.save_version("ok", _mixed(10).lazy(), operation="t", workspace=local_ws)
+    assert catalog.list_datasets(workspace=local_ws) == []
+    assert not [p for p in (folder / ".tmp-scratch").rglob("*") if p.is_file()]
+    with pytest.raises(DataError, match="no columns"):
+        catalog.save_version("empty", pl.LazyFrame(), operation="t", workspace=local_ws)

@@ -174,3 +174,17 @@ def test_replay_checks_the_recorded_split() -> None:
     assert again.record()["digests"] == record["digests"]
     with pytest.raises(DataError, match="the train rows differ from the recorded split"):
         replay_split(df.with_columns(pl.col("x") + 1), record)
+
+
+@pytest.mark.parametrize("method", ["random", "stratified", "group", "time"])
+def test_a_consuming_split_gives_the_same_parts_and_empties_the_frame(method: str) -> None:
+    data = frame(3000)
+    by = {"random": None, "stratified": "label", "group": "customer", "time": "at"}[method]
+    spec = SplitSpec(method=method, by=by)  # type: ignore[arg-type]
+    kept = split(data, spec)
+    moved = data.clone()
+    taken = split(moved, spec, consume=True)
+    assert moved.width == 0  # the table's columns moved into the parts
+    for name in PARTS:
+        assert getattr(taken, name).equals(getattr(kept, name))
+    assert taken.record() == kept.record()

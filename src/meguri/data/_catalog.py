@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from meguri.data import _sources
-from meguri.data._catalog_hash import content_hash, parquet_file, schema_of
+from meguri.data._catalog_hash import content_hash, file_content_hash, parquet_file, schema_of
 from meguri.errors import ArtifactCorruptedError, DataError, NotFoundError
 from meguri.store.artifacts import StoredArtifact
 from meguri.store.metadata._entities import Dataset, DatasetVersion
@@ -139,22 +139,23 @@ def save_version(
 ) -> DatasetVersion:
     """Store a derived table (cleaned data, a split part...) as a version of dataset ``name``,
     recording the versions it came from, the operation and what the step learned
-    (``lineage``, JSON-serialisable, e.g. ``{"medians": {...}}``)."""
+    (``lineage``, JSON-serialisable, e.g. ``{"medians": {...}}``).
+
+    A ``LazyFrame`` is streamed to Parquet (``sink_parquet``) and hashed back from the file in
+    batches, never held whole in memory; the version (content hash, schema, rows) is the one
+    the same rows saved as a ``DataFrame`` give."""
     ws = _workspace(workspace)
-    data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-    if data.width == 0:
+    _check_name(name)
+    if not schema_of(frame):
         raise DataError(f"Cannot save dataset {name!r}: the table has no columns.")
-    parent_ids = [_version(ws, p).id for p in parents]
-    new = _new_version(data, ws, operation=operation)
-    return _store(
-        ws,
-        name,
-        data,
-        new,
-        parents=parent_ids,
-        lineage=dict(lineage or {}),
-        description=description,
-    )
+    fields: dict[str, Any] = {
+        "parents": [_version(ws, p).id for p in parents],
+        "lineage": dict(lineage or {}),
+        "description": description,
+    }
+    if isinstance(frame, pl.LazyFrame):
+        return _store_lazy(ws, name, frame, operation, **fields)
+    return _store(ws, name, frame, _new_version(frame, ws, operation=operation), **fields)
 
 
 @dataclass(frozen=True)
@@ -172,36 +173,75 @@ def _store(
     ws: Workspace, name: str, frame: pl.DataFrame, pending: _Pending, **fields: Any
 ) -> DatasetVersion:
     _check_name(name)
-    repo = ws.metadata.datasets
-    found = repo.find_by_hash(ws.project.id, name, pending.content_hash)
+    found = ws.metadata.datasets.find_by_hash(ws.project.id, name, pending.content_hash)
     if found is not None:
         return found  # identical data: nothing to write
-    stored = _put_parquet(ws, frame)
+    with parquet_file(frame, _scratch(ws)) as path:
+        stored = _keep(ws, path)
+    return _record(ws, name, pending, schema_of(frame), frame.height, stored, **fields)
+
+
+def _store_lazy(
+    ws: Workspace, name: str, frame: pl.LazyFrame, operation: str, **fields: Any
+) -> DatasetVersion:
+    """Stream ``frame`` to a scratch Parquet file, hash it back, then take the file into the
+    store (or drop it when the same data is already a version of ``name``)."""
+    schema = schema_of(frame)
+    with parquet_file(frame, _scratch(ws)) as path:
+        try:
+            digest, rows = file_content_hash(path, schema)
+        except ValueError:  # the file reads back as other types: hash the frame itself
+            data = frame.collect()
+            return _store(ws, name, data, _new_version(data, ws, operation=operation), **fields)
+        pending = _Pending(digest, operation, ws.user)
+        found = ws.metadata.datasets.find_by_hash(ws.project.id, name, digest)
+        if found is not None:
+            return found  # identical data: the scratch file goes
+        stored = _keep(ws, path)
+    return _record(ws, name, pending, schema, rows, stored, **fields)
+
+
+def _record(
+    ws: Workspace,
+    name: str,
+    pending: _Pending,
+    schema: dict[str, str],
+    rows: int,
+    stored: StoredArtifact,
+    **fields: Any,
+) -> DatasetVersion:
+    """The catalog row of a version whose data is already in the artifact store."""
     new = NewDatasetVersion(
         content_hash=pending.content_hash,
-        schema=schema_of(frame),
-        row_count=frame.height,
+        schema=schema,
+        row_count=rows,
         byte_size=stored.size,
         data_digest=stored.digest,
         operation=pending.operation,
         created_by=pending.created_by,
         **fields,
     )
-    version, _ = repo.add_version(ws.project.id, name, new)
+    version, _ = ws.metadata.datasets.add_version(ws.project.id, name, new)
     return version
 
 
-def _put_parquet(ws: Workspace, frame: pl.DataFrame) -> StoredArtifact:
-    """The frame as Parquet in the artifact store: on a local store written on its own disk
-    and renamed into place (one write, one hash), elsewhere uploaded from a temp file."""
+def _scratch(ws: Workspace) -> Path | None:
+    """Where a Parquet file about to be stored is written: the local store's own disk (so
+    :func:`_keep` renames it into place), else the system's temporary folder."""
+    from meguri.store.artifacts._local import LocalArtifactStore
+
+    return ws.artifacts.scratch() if isinstance(ws.artifacts, LocalArtifactStore) else None
+
+
+def _keep(ws: Workspace, path: Path) -> StoredArtifact:
+    """The file at ``path`` into the artifact store: renamed into place on a local store (one
+    write, one hash), uploaded elsewhere."""
     from meguri.store.artifacts._local import LocalArtifactStore
 
     store = ws.artifacts
     if isinstance(store, LocalArtifactStore):
-        with parquet_file(frame, store.scratch()) as path:
-            return store.take_file(path)
-    with parquet_file(frame) as path:
-        return store.put_file(path)
+        return store.take_file(path)
+    return store.put_file(path)
 
 
 def _check_name(name: str) -> None:

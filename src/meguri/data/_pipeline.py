@@ -13,7 +13,7 @@ artifact store, so serving applies exactly what training saw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ import polars as pl
 from meguri.data import _catalog
 from meguri.data._profile import DatasetProfile, profile
 from meguri.data._quality import QualityReport, run_checks
-from meguri.data._split import PARTS, split
+from meguri.data._split import PARTS, SplitResult, split
 from meguri.data._transform import FittedTransform, fit_transform
 from meguri.errors import DataError
 from meguri.store import Workspace, default_workspace
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from meguri.compute import Executor
     from meguri.spec import DataSource, ProjectSpec
+    from meguri.spec._prepare import PrepareStep
     from meguri.store.metadata import DatasetVersion
 
 Progress = Callable[[str], None]
@@ -140,9 +141,11 @@ def _apply_arrow(transform_json: bytes, table: pa.Table) -> pa.Table:
 
 def _apply(
     transform: FittedTransform, frame: pl.DataFrame, engine: Executor | None
-) -> pl.DataFrame:
+) -> pl.DataFrame | pl.LazyFrame:
+    """The prepared part: lazy on Polars (streamed to its Parquet file when saved), collected
+    when an executor applies it batch by batch."""
     if engine is None:
-        return transform.apply(frame).collect()
+        return transform.apply(frame)
     table = engine.map_arrow(frame.to_arrow(), partial(_apply_arrow, transform.to_json()))
     result = pl.from_arrow(table)
     assert isinstance(result, pl.DataFrame)
@@ -172,29 +175,67 @@ def prepare(
     frame = _modelling_columns(loaded, spec)
     del loaded
     say("splitting")
-    parts = split(frame, spec.data.split, target=target)
+    parts = split(frame, spec.data.split, target=target, consume=True)  # frame: emptied
+    del frame
     say("fitting the preparation steps on the training rows")
-    transform, train = fit_transform(
-        parts.train, spec.data.prepare, target=target, seed=spec.data.split.seed
+    transform, digest, stored = prepare_parts(
+        parts,
+        spec.data.prepare,
+        target=target,
+        source=version,
+        name=chosen.name,
+        workspace=ws,
+        engine=engine,
     )
-    prepared = {"train": train}
-    for name in PARTS[1:]:
-        prepared[name] = _apply(transform, parts.parts()[name], engine)
-    digest = ws.artifacts.put_bytes(transform.to_json()).digest
-    lineage = _lineage(version, parts.record(), transform, digest)
-    stored = {
-        name: _catalog.save_version(
-            f"{chosen.name}-{name}",
-            frame_,
-            parents=[version.id],
-            operation="prepare",
-            lineage={**lineage, "part": name},
-            workspace=ws,
-        )
-        for name, frame_ in prepared.items()
-    }
     return PreparedData(
         version, data_profile, report, stored, transform, digest, target, raw=parts.parts()
+    )
+
+
+def prepare_parts(
+    parts: SplitResult,
+    steps: Sequence[PrepareStep | Mapping[str, Any]],
+    *,
+    target: str | None,
+    source: DatasetVersion,
+    name: str,
+    workspace: Workspace,
+    engine: Executor | None = None,
+) -> tuple[FittedTransform, str, dict[str, DatasetVersion]]:
+    """Fit ``steps`` on the training part, store the fitted transform, then store each
+    prepared part as version ``<name>-<part>`` of ``source``: the transform, its artifact
+    digest and the versions.
+
+    One prepared part at most is in memory at a time: the training part (which fitting
+    collects) is stored and dropped before validation and test are applied, and those are
+    streamed from the raw part to their Parquet files without being collected."""
+    ws = workspace
+    transform, train = fit_transform(parts.train, steps, target=target, seed=parts.spec.seed)
+    digest = ws.artifacts.put_bytes(transform.to_json()).digest
+    lineage = _lineage(source, parts.record(), transform, digest)
+    save = partial(_save_part, ws, name, source, lineage)
+    stored = {"train": save("train", train)}
+    del train
+    for part in PARTS[1:]:
+        stored[part] = save(part, _apply(transform, parts.parts()[part], engine))
+    return transform, digest, stored
+
+
+def _save_part(
+    ws: Workspace,
+    name: str,
+    source: DatasetVersion,
+    lineage: dict[str, Any],
+    part: str,
+    frame: pl.DataFrame | pl.LazyFrame,
+) -> DatasetVersion:
+    return _catalog.save_version(
+        f"{name}-{part}",
+        frame,
+        parents=[source.id],
+        operation="prepare",
+        lineage={**lineage, "part": part},
+        workspace=ws,
     )
 
 
