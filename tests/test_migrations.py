@@ -238,3 +238,32 @@ def test_in_memory_store_survives_migration() -> None:
         assert store.projects.ensure("mem", "t").name == "mem"
     finally:
         store.close()
+
+
+def test_upgrade_from_0003_keeps_the_data_and_adds_the_registry(
+    engine: sa.Engine, metadata_url: str
+) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+
+    config = _alembic_config()
+    with engine.execution_options(meguri_write=True).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        conn.execute(
+            sa.text(
+                "INSERT INTO projects (id, name, created_at, created_by) "
+                "VALUES ('proj-old', 'old', 1.0, 'ann')"
+            )
+        )
+    assert _revision(engine) == "0003"
+    assert "models" not in sa.inspect(engine).get_table_names()
+    assert migrate(engine) is True
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        assert store.projects.ensure("old", "bob").id == "proj-old"
+        assert store.models.list_models("proj-old") == []
+    finally:
+        store.close()

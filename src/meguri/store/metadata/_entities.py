@@ -183,3 +183,84 @@ class CheckResult:
     created_at: float
     created_by: str
     evidence: dict[str, object] = field(default_factory=dict)
+
+
+class ModelStatus(StrEnum):
+    READY = "ready"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A named model of a project; its packages are numbered :class:`ModelVersion` s.
+
+    ``archived`` is set while none of its versions is ready (all archived)."""
+
+    id: str
+    project_id: str
+    name: str
+    description: str | None
+    tags: dict[str, str]
+    archived: bool
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One registered model package: the files of its package (logged as the artifacts
+    ``model/<path>`` of run ``run_id``) with their sha256, the sha256 of its ``model.json``
+    (``package_digest``), what it predicts (``task``, ``signature``), how (``runtime``), how well
+    (``metrics``), and the aliases that point at it."""
+
+    id: str
+    model_id: str
+    name: str
+    version: int
+    run_id: str
+    spec_version_id: str | None
+    package_digest: str
+    files: dict[str, dict[str, object]]
+    task: str
+    signature: dict[str, object]
+    metrics: dict[str, float]
+    runtime: str
+    status: ModelStatus
+    description: str | None
+    tags: dict[str, str]
+    card_markdown_digest: str | None
+    card_html_digest: str | None
+    created_at: float
+    created_by: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """``name@version``, the reference a person reads and types."""
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAlias:
+    """``alias`` of model ``model_id`` points at version ``version_id`` (number ``version``)."""
+
+    model_id: str
+    alias: str
+    version_id: str
+    version: int
+    updated_at: float
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvent:
+    """One entry of a model's append-only history: ``registered``, ``alias_set``,
+    ``alias_removed``, ``promoted``, ``gate_override`` (with the reason), ``archived``."""
+
+    id: str
+    model_id: str
+    version_id: str | None
+    kind: str
+    detail: dict[str, object]
+    created_at: float
+    created_by: str

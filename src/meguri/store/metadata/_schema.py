@@ -241,3 +241,64 @@ optuna_journal = sa.Table(
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("log_json", sa.Text, nullable=False),
 )
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("tags_json", sa.Text, nullable=False),
+    sa.Column("archived", sa.Boolean, nullable=False),
+    *_created(),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("model_id", _ID, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("run_id", _ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("spec_version_id", _ID, sa.ForeignKey("spec_versions.id"), nullable=True),
+    sa.Column("package_digest", sa.String(64), nullable=False),
+    sa.Column("files_json", sa.Text, nullable=False),
+    sa.Column("task", sa.String(40), nullable=False),
+    sa.Column("signature_json", sa.Text, nullable=False),
+    sa.Column("metrics_json", sa.Text, nullable=False),
+    sa.Column("runtime", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("tags_json", sa.Text, nullable=False),
+    sa.Column("card_markdown_digest", sa.String(64), nullable=True),
+    sa.Column("card_html_digest", sa.String(64), nullable=True),
+    *_created(),
+    sa.UniqueConstraint("model_id", "version"),
+    sa.Index(None, "run_id"),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("model_id", _ID, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version_id", _ID, sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index(None, "version_id"),
+)
+
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("model_id", _ID, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version_id", _ID, sa.ForeignKey("model_versions.id"), nullable=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("detail_json", sa.Text, nullable=False),
+    *_created(),
+    sa.Index(None, "model_id", "created_at"),
+    sa.Index(None, "version_id"),
+)

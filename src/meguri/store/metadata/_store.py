@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from meguri.store.metadata.repositories.checks import CheckRepository
     from meguri.store.metadata.repositories.datasets import DatasetRepository
     from meguri.store.metadata.repositories.documents import DocumentRepository
+    from meguri.store.metadata.repositories.models import ModelRepository
     from meguri.store.metadata.repositories.projects import ProjectRepository
     from meguri.store.metadata.repositories.runs import RunRepository
     from meguri.store.metadata.repositories.specs import SpecRepository
@@ -62,6 +63,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.datasets import DatasetRepository
 
         return DatasetRepository(self.db)
+
+    @cached_property
+    def models(self) -> ModelRepository:
+        from meguri.store.metadata.repositories.models import ModelRepository
+
+        return ModelRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,0 +1,1 @@
+from meguri.testing.contract_models import *  # noqa: F403
