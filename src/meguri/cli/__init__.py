@@ -18,10 +18,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from meguri.cli import _data, _demo, _docs, _project, _runs, _train
+    from meguri.cli import _data, _demo, _docs, _models, _project, _runs, _serve, _train
 
     for module in (_project, _docs, _data, _train, _runs, _demo):
         module.register(app)
+    _models.register(app)
+    _serve.register(app)
 
 
 def main() -> None:

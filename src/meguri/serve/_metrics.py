@@ -1,0 +1,146 @@
+"""Prometheus metrics of one server process, rendered as text at ``GET /metrics``.
+
+Plain integer counters and fixed-bucket histograms updated from the event loop (one thread:
+no locks). Series:
+
+* ``meguri_requests_total{endpoint, status}``: requests answered;
+* ``meguri_request_duration_seconds{endpoint}``: latency histogram (arrival to response);
+* ``meguri_errors_total{code}``: refused or failed requests by error code;
+* ``meguri_batch_rows``: rows per ``model.predict`` call (micro-batch sizes);
+* ``meguri_model_info{name, version, runtime}``: always 1;
+* ``meguri_capture_rows_total`` / ``meguri_capture_dropped_total``: captured and dropped rows.
+
+With ``--workers N`` each process keeps its own numbers; a scrape reads the process that
+answers it (label the workers by scraping them separately, or run one worker per container).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str, labels: str) -> list[str]:
+        sep = "," if labels else ""
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
+        plain = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{plain} {self.total!r}")
+        out.append(f"{name}_count{plain} {self.count}")
+        return out
+
+
+class Metrics:
+    """The counters of one process (see the module docstring)."""
+
+    def __init__(self, name: str, version: str, runtime: str) -> None:
+        self.info = {"name": name, "version": version, "runtime": runtime}
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, _Histogram] = {}
+        self.errors: dict[str, int] = {}
+        self.batches = _Histogram(tuple(float(b) for b in BATCH_BUCKETS))
+        self.capture_stats: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        key = (endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.latency.get(endpoint)
+        if histogram is None:
+            histogram = self.latency[endpoint] = _Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def batch(self, rows: int) -> None:
+        self.batches.observe(float(rows))
+
+    def render(self) -> bytes:
+        lines = [
+            "# HELP meguri_model_info The model this server predicts with.",
+            "# TYPE meguri_model_info gauge",
+            f"meguri_model_info{{{_labels(self.info)}}} 1",
+            "# HELP meguri_requests_total Requests answered, by endpoint and status.",
+            "# TYPE meguri_requests_total counter",
+        ]
+        for (endpoint, status), count in sorted(self.requests.items()):
+            labels = _labels({"endpoint": endpoint, "status": str(status)})
+            lines.append(f"meguri_requests_total{{{labels}}} {count}")
+        lines += [
+            "# HELP meguri_request_duration_seconds Latency from arrival to response.",
+            "# TYPE meguri_request_duration_seconds histogram",
+        ]
+        for endpoint, histogram in sorted(self.latency.items()):
+            labels = _labels({"endpoint": endpoint})
+            lines += histogram.lines("meguri_request_duration_seconds", labels)
+        lines += [
+            "# HELP meguri_errors_total Refused or failed requests, by error code.",
+            "# TYPE meguri_errors_total counter",
+        ]
+        lines += [
+            f'meguri_errors_total{{code="{code}"}} {n}' for code, n in sorted(self.errors.items())
+        ]
+        lines += [
+            "# HELP meguri_batch_rows Rows per model call (micro-batch size).",
+            "# TYPE meguri_batch_rows histogram",
+        ]
+        lines += self.batches.lines("meguri_batch_rows", "")
+        return ("\n".join(lines + self._capture_lines()) + "\n").encode()
+
+    def _capture_lines(self) -> list[str]:
+        captured, dropped = self.capture_stats()
+        return [
+            "# HELP meguri_capture_rows_total Prediction rows handed to capture.",
+            "# TYPE meguri_capture_rows_total counter",
+            f"meguri_capture_rows_total {captured}",
+            "# HELP meguri_capture_dropped_total Rows dropped because the capture buffer was full.",
+            "# TYPE meguri_capture_dropped_total counter",
+            f"meguri_capture_dropped_total {dropped}",
+        ]
+
+
+def _labels(values: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in values.items())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,169 @@
+"""The inference server for real over loopback: every protocol, metrics, auth, capture."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from meguri.serve import ServeSettings, create_app
+from test_serve_support import FEATURES, breast_cancer, onnx_model, running
+
+X, Y, PIPELINE, _ = breast_cancer()
+ROWS = X[:5].tolist()
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    app = create_app(onnx_model(), settings=ServeSettings(max_body_bytes=1 << 20))
+    with running(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        yield c
+
+
+def test_health_endpoints(client: httpx.Client) -> None:
+    for path in ("/ping", "/health", "/v2/health/live", "/v2/health/ready", "/v2"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_invocations_json_forms_match_scikit_learn(client: httpx.Client) -> None:
+    expected = PIPELINE.predict(X[:5]).tolist()
+    docs = [
+        {"dataframe_split": {"columns": FEATURES, "data": ROWS}},
+        {"dataframe_records": [dict(zip(FEATURES, r, strict=True)) for r in ROWS]},
+        {"instances": ROWS},
+        {"inputs": {n: X[:5, i].tolist() for i, n in enumerate(FEATURES)}},
+    ]
+    for doc in docs:
+        response = client.post("/invocations", json=doc)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": expected}
+
+
+def test_probabilities_and_csv(client: httpx.Client) -> None:
+    response = client.post("/invocations?probabilities=true", json={"instances": ROWS})
+    body = response.json()
+    assert body["labels"] == [0, 1]
+    assert np.abs(np.array(body["probabilities"]) - PIPELINE.predict_proba(X[:5])).max() < 1e-4
+    csv = "\n".join(",".join(map(repr, r)) for r in ROWS)
+    response = client.post(
+        "/invocations", content=csv, headers={"content-type": "text/csv", "accept": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv"
+    assert response.text.split() == [str(v) for v in PIPELINE.predict(X[:5])]
+
+
+def test_v2_metadata_and_infer(client: httpx.Client) -> None:
+    meta = client.get("/v2/models/cancer").json()
+    assert [i["name"] for i in meta["inputs"]] == FEATURES
+    assert meta["inputs"][0]["datatype"] == "FP64"
+    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities"]
+    doc = {"id": "r1", "inputs": [{"name": "input-0", "shape": [5, 30], "datatype": "FP64",
+                                   "data": ROWS}]}  # fmt: skip
+    out = client.post("/v2/models/cancer/infer", json=doc).json()
+    assert out["id"] == "r1"
+    assert out["model_name"] == "cancer"
+    assert out["outputs"][0]["data"] == PIPELINE.predict(X[:5]).tolist()
+    assert out["outputs"][1]["shape"] == [5, 2]
+    assert client.post("/v2/models/other/infer", json=doc).status_code == 404
+    assert client.post("/v2/models/cancer/versions/1/infer", json=doc).status_code == 200
+
+
+def test_errors_are_json_4xx(client: httpx.Client) -> None:
+    response = client.post("/invocations", json=[{"f00": 1.0}])
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "missing_column"
+    assert response.json()["error"]["column"] == "f01"
+    assert client.get("/nowhere").status_code == 404
+    assert client.get("/invocations").status_code == 405
+    response = client.post("/invocations", content=b"x" * (2 << 20))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    response = client.post("/invocations", content=b"1,2", headers={"content-type": "image/png"})
+    assert response.status_code == 415
+
+
+def test_request_id_is_echoed_or_generated(client: httpx.Client) -> None:
+    response = client.post("/invocations", json=[ROWS[0]], headers={"x-request-id": "abc-1"})
+    assert response.headers["x-request-id"] == "abc-1"
+    one = client.get("/ping").headers["x-request-id"]
+    two = client.get("/ping").headers["x-request-id"]
+    assert one and two and one != two
+
+
+def test_concurrent_requests_are_batched(url: str, client: httpx.Client) -> None:
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as ac:
+            calls = [ac.post("/invocations", json=[ROWS[i % 5]]) for i in range(200)]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(burst())
+    expected = PIPELINE.predict(X[:5]).tolist()
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["predictions"][0] for r in responses] == [expected[i % 5] for i in range(200)]
+    metrics = client.get("/metrics").text
+    assert 'meguri_model_info{name="cancer",version="1",runtime="onnx"} 1' in metrics
+    assert 'meguri_requests_total{endpoint="/invocations",status="200"}' in metrics
+    assert 'meguri_errors_total{code="missing_column"}' in metrics or "errors" in metrics
+    count = float(_sample(metrics, "meguri_batch_rows_count"))
+    total = float(_sample(metrics, "meguri_batch_rows_sum"))
+    assert total / count > 1.0, "no request was batched with another"
+
+
+def _sample(text: str, name: str) -> str:
+    return next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_bearer_token() -> None:
+    app = create_app(onnx_model(), settings=ServeSettings(auth_token="s3cret"))
+    with running(app) as base, httpx.Client(base_url=base) as c:
+        assert c.get("/ping").status_code == 200
+        refused = c.post("/invocations", json=[ROWS[0]])
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+        wrong = c.post("/invocations", json=[ROWS[0]], headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = c.post("/invocations", json=[ROWS[0]], headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+
+
+def test_capture_writes_partitioned_parquet_on_shutdown(tmp_path: Path) -> None:
+    settings = ServeSettings(capture_rate=1.0, capture_url=str(tmp_path / "capture"))
+    app = create_app(onnx_model(version="3"), settings=settings)
+    with running(app) as base, httpx.Client(base_url=base) as c:
+        for i in range(5):
+            c.post("/invocations", json=[ROWS[i]], headers={"x-request-id": f"q{i}"})
+        c.post("/invocations?probabilities=1", json=ROWS[:2])
+    files = list((tmp_path / "capture").rglob("*.parquet"))
+    assert files, "nothing captured"
+    parts = files[0].relative_to(tmp_path / "capture").parts
+    assert parts[0] == "model=cancer" and parts[1] == "version=3" and parts[2].startswith("date=")
+    assert not list((tmp_path / "capture").rglob("*.tmp"))
+    table = pq.read_table(files).to_pandas() if len(files) == 1 else None
+    assert table is not None
+    assert len(table) == 7
+    assert table["request_id"].tolist()[:5] == [f"q{i}" for i in range(5)]
+    assert table["prediction"].tolist()[:5] == PIPELINE.predict(X[:5]).tolist()
+    assert table["f00"].tolist()[:5] == X[:5, 0].tolist()
+    assert {"latency_ms", "time", "probability_0", "probability_1", "model_version"} <= set(table)
+
+
+def test_capture_sampling_rate(tmp_path: Path) -> None:
+    settings = ServeSettings(capture_rate=0.25, capture_url=str(tmp_path))
+    app = create_app(onnx_model(), settings=settings)
+    with running(app) as base, httpx.Client(base_url=base) as c:
+        for _ in range(400):
+            c.post("/invocations", json=[ROWS[0]])
+    rows = sum(pq.read_metadata(f).num_rows for f in tmp_path.rglob("*.parquet"))
+    assert 50 <= rows <= 150
