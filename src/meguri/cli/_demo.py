@@ -1,19 +1,22 @@
-"""``meguri demo``: one turn of the phases built so far, on a real bundled dataset.
+"""``meguri demo``: one full turn of the phases built so far, on a real bundled dataset.
 
 Spec → spec version → data phase (ingest, profile + HTML report, quality checks, split,
-preparation fitted on the training rows; all recorded with lineage) → a logistic-regression
-baseline trained on the prepared training part as a tracked run (5-fold CV on train, metrics on
-the validation and test parts, ROC figure) → the spec's test/validation criteria → a summary.
-Metrics measured on a stage are logged as ``<stage>/<metric>`` (``test/roc_auc``).
+preparation fitted on the training rows; all recorded with lineage) → training (every candidate
+of the zoo cross-validated as a tracked run, the best evaluated on validation and test with
+bootstrap intervals, plots, slices and fairness where declared) → the spec's criteria stored as
+check results → the best model packaged (ONNX where exact, every file's sha256 recorded) and
+registered, its model card written, promoted to ``staging`` and, with its gates passing, to
+``production`` → served over HTTP on loopback and sent real requests in every protocol
+(SageMaker CSV and JSON, MLflow's four JSON forms, Open Inference Protocol v2) → a summary.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,26 +24,21 @@ from rich.panel import Panel
 from rich.table import Table
 
 if TYPE_CHECKING:
-    import numpy as np
+    import polars as pl
 
     from meguri.data import PreparedData
-    from meguri.spec import CriterionOutcome, ProjectSpec
+    from meguri.spec import ProjectSpec
     from meguri.store import Workspace
-    from meguri.train import ActiveRun
+    from meguri.store.metadata import ModelVersion
+    from meguri.train import TrainResult
 
 console = Console(width=None if sys.stdout.isatty() else 120)
-FOLDS = 5
-METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "recall", "precision", "log_loss")
+MODEL_NAME = "breast-cancer"
+SAMPLE_ROWS = 3
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
-
-
-@dataclass
-class Part:
-    x: np.ndarray[Any, Any]
-    y: np.ndarray[Any, Any]
 
 
 def demo(
@@ -57,9 +55,10 @@ def demo(
     try:
         spec, spec_version_id = _save_spec(ws, spec_text)
         prepared = _prepare_data(ws, spec)
-        with console.status("training the baseline (5-fold CV on train)…"):
-            run_id = _train(ws, spec, spec_version_id, prepared)
-        _summary(ws, spec, spec_version_id, prepared, run_id)
+        result = _train(ws, spec, spec_version_id, prepared)
+        version = _register(ws, result)
+        calls = _serve_and_call(ws, version, prepared)
+        _summary(ws, spec_version_id, prepared, result, version, calls)
     finally:
         ws.close()
 
@@ -92,180 +91,180 @@ def _prepare_data(ws: Workspace, spec: ProjectSpec) -> PreparedData:
     with console.status("data phase…") as status:
         prepared = prepare(spec, workspace=ws, progress=lambda m: status.update(f"{m}…"))
     print_prepared(prepared)
-    report = ws.root / "reports" / f"{prepared.source.name}-profile.html"
-    report.parent.mkdir(exist_ok=True)
     html = render_profile_html(prepared.profile, prepared.source.ref, quality=prepared.quality)
+    report = _report_path(ws, f"{prepared.source.name}-profile.html")
     report.write_text(html, encoding="utf-8")
     console.print(f"profile and quality report: [bold]{report}[/]")
     return prepared
 
 
-def _part(ws: Workspace, prepared: PreparedData, name: str) -> Part:
-    frame = prepared.frame(name, workspace=ws)
-    features = frame.drop(prepared.target)
-    return Part(features.to_numpy(), frame.get_column(prepared.target).to_numpy())
+def _report_path(ws: Workspace, name: str) -> Path:
+    folder = ws.root / "reports"
+    folder.mkdir(exist_ok=True)
+    return folder / name
 
 
-def _scores(y: np.ndarray[Any, Any], proba: np.ndarray[Any, Any]) -> dict[str, float]:
-    from sklearn import metrics as m
+def _train(
+    ws: Workspace, spec: ProjectSpec, spec_version_id: str, prepared: PreparedData
+) -> TrainResult:
+    from meguri.cli._train import print_result
+    from meguri.train import train
 
-    pred = (proba >= 0.5).astype(int)
-    return {
-        "roc_auc": float(m.roc_auc_score(y, proba)),
-        "accuracy": float(m.accuracy_score(y, pred)),
-        "balanced_accuracy": float(m.balanced_accuracy_score(y, pred)),
-        "recall": float(m.recall_score(y, pred)),
-        "precision": float(m.precision_score(y, pred)),
-        "log_loss": float(m.log_loss(y, proba)),
-    }
-
-
-def _model() -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=1.0, max_iter=2000)
-
-
-def _train(ws: Workspace, spec: ProjectSpec, spec_version_id: str, prepared: PreparedData) -> str:
-    import meguri
-
-    seed = spec.data.split.seed
-    params = {
-        "model": "logistic_regression",
-        "C": 1.0,
-        "cv_folds": FOLDS,
-        "seed": seed,
-        "transform": f"sha256:{prepared.transform_digest}",
-    }
-    inputs = {"dataset_version": [v.id for v in prepared.parts.values()]}
-    with meguri.start_run(
-        "logreg-baseline",
-        experiment="demo",
-        workspace=ws,
-        spec_version=spec_version_id,
-        params=params,
-        inputs=inputs,
-        tags={"task": spec.requirements.functional.task},
-    ) as run:
-        train = _part(ws, prepared, "train")
-        _cross_validate(run, train, seed)
-        model = _model().fit(train.x, train.y)
-        for stage in ("validation", "test"):
-            part = _part(ws, prepared, stage)
-            proba = model.predict_proba(part.x)[:, 1]
-            run.log_metrics({f"{stage}/{k}": v for k, v in _scores(part.y, proba).items()})
-        run.log_figure(_roc_figure(part.y, proba), "plots/roc_test")
-        features = [c for c in prepared.parts["train"].schema if c != prepared.target]
-        coefs = dict(zip(features, model.coef_[0].tolist(), strict=True))
-        run.log_dict(
-            {"intercept": float(model.intercept_[0]), "coefficients": coefs},
-            "model/coefficients.json",
+    with console.status("training…") as status:
+        result = train(
+            spec,
+            workspace=ws,
+            spec_version_id=spec_version_id,
+            prepared=prepared,
+            experiment="demo",
+            progress=lambda m: status.update(f"{m}…"),
         )
-        return run.id
+    print_result(result)
+    return result
 
 
-def _cross_validate(run: ActiveRun, train: Part, seed: int) -> None:
-    import numpy as np
-    from sklearn.model_selection import StratifiedKFold
+def _register(ws: Workspace, result: TrainResult) -> ModelVersion:
+    """Package and register the best model, write its card, stage it, promote it if it may."""
+    from meguri.errors import GateFailedError
+    from meguri.registry import promote, read_card, register_model, set_alias
 
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    per_fold = []
-    for fold, (tr, va) in enumerate(folds.split(train.x, train.y)):
-        model = _model().fit(train.x[tr], train.y[tr])
-        scores = _scores(train.y[va], model.predict_proba(train.x[va])[:, 1])
-        run.log_metrics({f"cv/{k}": v for k, v in scores.items()}, step=fold)
-        per_fold.append(scores)
-    for key in METRICS:
-        values = np.array([s[key] for s in per_fold])
-        run.log_metrics(
-            {f"cv/{key}_mean": float(values.mean()), f"cv/{key}_std": float(values.std(ddof=1))}
-        )
-
-
-def _roc_figure(y: np.ndarray[Any, Any], proba: np.ndarray[Any, Any]) -> Any:
-    import plotly.graph_objects as go
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, proba)
-    fig = go.Figure(go.Scatter(x=fpr, y=tpr, mode="lines", name="test"))
-    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot"})
-    fig.update_layout(
-        title="ROC curve (test split)",
-        xaxis_title="false positive rate",
-        yaxis_title="true positive rate",
+    with console.status("packaging (ONNX, verified on held-out rows) and registering…"):
+        version = register_model(result, MODEL_NAME, workspace=ws)
+    console.print(
+        f"registered [bold]{version.ref}[/] ({version.id}): runtime {version.runtime}, "
+        f"{len(version.files)} files with their sha256"
     )
-    return fig
+    for suffix, html in (("md", False), ("html", True)):
+        card = _report_path(ws, f"{MODEL_NAME}-{version.version}-card.{suffix}")
+        card.write_text(read_card(version.id, html=html, workspace=ws), encoding="utf-8")
+    console.print(f"model card: [bold]{card}[/]")
+    version = set_alias(version.id, "staging", workspace=ws)
+    try:
+        version = promote(version.id, "production", workspace=ws)
+    except GateFailedError as err:
+        console.print(f"[yellow]not promoted to production:[/] {err}")
+    console.print(f"aliases of {version.ref}: {', '.join(version.aliases) or '-'}")
+    return version
 
 
-def _outcomes(spec: ProjectSpec, metrics: dict[str, float]) -> list[CriterionOutcome]:
-    from meguri.spec import evaluate
+def _serve_and_call(
+    ws: Workspace, version: ModelVersion, prepared: PreparedData
+) -> list[tuple[str, int, str, float]]:
+    """Serve the version on loopback and call it in every protocol; (protocol, status,
+    answer, milliseconds) per call."""
+    from meguri.registry import load_model
+    from meguri.serve import ServeSettings, serve_in_background
 
-    return [
-        evaluate(c, metrics.get(f"{c.measured_on}/{c.metric}"))
-        for c in spec.success_criteria
-        if c.measured_on in ("test", "validation")
-    ]
-
-
-def _metrics_table(metrics: dict[str, float]) -> Table:
-    table = Table(title="Metrics", title_justify="left")
-    for col in ("metric", "cv on train (mean ± sd)", "validation", "test"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for key in METRICS:
-        cv = f"{metrics[f'cv/{key}_mean']:.4f} ± {metrics[f'cv/{key}_std']:.4f}"
-        table.add_row(
-            key, cv, f"{metrics[f'validation/{key}']:.4f}", f"{metrics[f'test/{key}']:.4f}"
+    started = time.perf_counter()
+    model = load_model(f"{version.name}@staging", workspace=ws)
+    settings = ServeSettings(
+        port=0, capture_rate=1.0, capture_url=str(ws.root / ".meguri" / "capture")
+    )
+    rows = prepared.raw["test"].drop(prepared.target).head(SAMPLE_ROWS)
+    with serve_in_background(model, settings) as url:
+        console.print(
+            f"serving {version.ref} at [bold]{url}[/] "
+            f"(loaded and ready in {time.perf_counter() - started:.2f} s)"
         )
+        _http(url + "/ping", None, "")  # the first connection pays for imports, not the model
+        calls = [
+            _call(url, name, path, body, kind)
+            for name, path, body, kind in _requests(rows, model.name)
+        ]
+        metrics = _http(url + "/metrics", None, "")[1]
+    requests = [line for line in metrics.splitlines() if line.startswith("meguri_requests_total")]
+    console.print(f"/metrics: {len(requests)} request counters, e.g. {requests[:1]}")
+    return calls
+
+
+def _requests(rows: pl.DataFrame, name: str) -> list[tuple[str, str, bytes, str]]:
+    import orjson
+
+    columns = rows.columns
+    records = rows.to_dicts()
+    data = [list(r.values()) for r in records]
+    csv = "\n".join(",".join("" if v is None else repr(float(v)) for v in r) for r in data)
+    v2 = {
+        "inputs": [
+            {"name": c, "shape": [len(records)], "datatype": "FP64", "data": rows[c].to_list()}
+            for c in columns
+        ]
+    }
+    json = "application/json"
+    partial = [{c: v for c, v in records[0].items() if c != columns[0]}]
+    return [
+        ("SageMaker text/csv", "/invocations", csv.encode(), "text/csv"),
+        ("MLflow dataframe_split", "/invocations",
+         orjson.dumps({"dataframe_split": {"columns": columns, "data": data}}), json),
+        ("MLflow dataframe_records", "/invocations",
+         orjson.dumps({"dataframe_records": records}), json),
+        ("MLflow instances", "/invocations", orjson.dumps({"instances": records}), json),
+        ("MLflow inputs", "/invocations", orjson.dumps({"inputs": rows.to_dict(as_series=False)}),
+         json),
+        ("Open Inference v2", f"/v2/models/{name}/infer", orjson.dumps(v2), json),
+        ("bad input (a column missing)", "/invocations",
+         orjson.dumps({"dataframe_records": partial}), json),
+    ]  # fmt: skip
+
+
+def _call(url: str, name: str, path: str, body: bytes, kind: str) -> tuple[str, int, str, float]:
+    started = time.perf_counter()
+    status, text = _http(url + path, body, kind)
+    return name, status, text, (time.perf_counter() - started) * 1000
+
+
+def _http(url: str, body: bytes | None, kind: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": kind} if kind else {}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode()
+
+
+def _calls_table(calls: list[tuple[str, int, str, float]]) -> Table:
+    table = Table(title="Requests to the served model", title_justify="left")
+    for col in ("protocol", "status", "response", "ms"):
+        table.add_column(col, justify="right" if col in ("status", "ms") else "left")
+    for name, status, text, ms in calls:
+        colour = "green" if status == 200 else "yellow"
+        table.add_row(name, f"[{colour}]{status}[/]", text[:100], f"{ms:.1f}")
     return table
 
 
-def _criteria_table(spec: ProjectSpec, metrics: dict[str, float]) -> Table:
-    checks = Table(title="Success criteria", title_justify="left")
-    for col in ("criterion", "on", "requirement", "measured", "result"):
-        checks.add_column(col, no_wrap=col != "result")
-    for outcome in _outcomes(spec, metrics):
-        c = outcome.criterion
-        verdict = "[green]pass[/]" if outcome.passed else "[red]fail[/]"
-        measured = "-" if outcome.value is None else f"{outcome.value:.4f}"
-        checks.add_row(
-            c.id, c.measured_on, f"{c.metric} {c.comparison} {c.threshold:g}", measured, verdict
-        )
-    for c in spec.success_criteria:
-        if c.measured_on not in ("test", "validation"):
-            checks.add_row(
-                c.id,
-                c.measured_on,
-                f"{c.metric} {c.comparison} {c.threshold:g}",
-                "-",
-                f"[dim]at {c.measured_on}[/]",
-            )
-    return checks
-
-
 def _summary(
-    ws: Workspace, spec: ProjectSpec, spec_version_id: str, prepared: PreparedData, run_id: str
+    ws: Workspace,
+    spec_version_id: str,
+    prepared: PreparedData,
+    result: TrainResult,
+    version: ModelVersion,
+    calls: list[tuple[str, int, str, float]],
 ) -> None:
-    run = ws.metadata.runs.get_run(run_id)
-    metrics = {k: p.value for k, p in run.metrics.items()}
+    run = ws.metadata.runs.get_run(result.run_id)
     peak = (run.peak_memory_bytes or 0) >> 20
     resources = f"wall {run.wall_seconds:.2f} s · cpu {run.cpu_seconds:.2f} s · peak {peak} MiB"
     parts = ", ".join(v.ref for v in prepared.parts.values())
+    gates = "pass" if all(c.passed for c in result.checks) else "fail"
+    console.print(_calls_table(calls))
     console.print(
         Panel.fit(
             f"project [bold]{ws.project.name}[/] in {ws.root}\n"
             f"spec version [bold]{spec_version_id}[/]\n"
             f"data {prepared.source.ref} → {parts}\n"
-            f"run [bold]{run.id}[/] ({run.status.value}) · {resources}",
+            f"run [bold]{run.id}[/] ({run.status.value}) · best {result.best.name} · {resources}\n"
+            f"gates {gates} · model [bold]{version.ref}[/] ({', '.join(version.aliases)})",
             title="meguri demo",
         )
     )
-    console.print(_metrics_table(metrics))
-    console.print(_criteria_table(spec, metrics))
     venv = sys.prefix != sys.base_prefix and "VIRTUAL_ENV" in os.environ
     activate = "" if venv else f"source {Path(sys.prefix) / 'bin' / 'activate'} && "
     console.print(
-        f"Next: [bold]{activate}cd {ws.root}[/], then try `meguri runs list`, "
-        f"`meguri runs show {run.id}`, `meguri data list`, `meguri data lineage "
-        f"{prepared.parts['train'].ref}`, `meguri spec history`; run `meguri demo` again and "
-        "`meguri runs compare` the two runs."
+        f"Next: [bold]{activate}cd {ws.root}[/], then try `meguri runs list -e demo`, "
+        f"`meguri models show {version.name}`, `meguri models card {version.ref}`, "
+        f"`meguri serve {version.name}@production` (then `curl localhost:8080/ping`), "
+        f"`meguri data lineage {prepared.parts['train'].ref}`, `meguri runs leaderboard -e demo`."
     )

@@ -43,6 +43,10 @@ def train_cmd(
         str | None,
         typer.Option(help="Comma-separated algorithms (sets constraints.allowed_algorithms)."),
     ] = None,
+    register: Annotated[
+        str | None,
+        typer.Option(help="Register the best model as the next version of this model name."),
+    ] = None,
 ) -> None:
     """Prepare the data, cross-validate the candidates, evaluate the best, check the gates."""
     from meguri.spec import find_spec_file, save_spec_version
@@ -68,10 +72,26 @@ def train_cmd(
             tags=tags,
         )
     print_result(result)
+    _package(result, ws, register)
     if earlier is not None:
         print_comparison(earlier, result, ws)
     if not all(c.passed for c in result.checks):
         raise typer.Exit(1)
+
+
+def _package(result: TrainResult, ws: Workspace, name: str | None) -> None:
+    """Log the best model's package in the run; register it as a version of ``name``."""
+    from meguri.registry import register_model
+    from meguri.registry._package import log_model
+
+    with console.status("packaging the best model (verified on held-out rows)…"):
+        digest = log_model(result, workspace=ws)
+    console.print(f"model package logged in run {result.run_id} (model.json sha256 {digest[:12]}…)")
+    if name is None:
+        console.print(f"register it: `meguri models register {result.run_id} --name NAME`")
+        return
+    version = register_model(result.run_id, name, workspace=ws)
+    console.print(f"registered [bold]{version.ref}[/] ({version.id}), card written")
 
 
 # -- re-runs with changed settings ---------------------------------------------------------
