@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meguri.testing.cli import clean_env, run_meguri
+from meguri.testing.cli import MEGURI, clean_env, run_meguri
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -59,3 +59,64 @@ def test_train_tutorial_runs(tmp_path: Path) -> None:
     example = README.parent / "examples" / "adult" / "meguri.yaml"
     (tmp_path / "meguri.yaml").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
     _shell(_blocks("bash")[3], tmp_path, ("lightgbm", "train"))
+
+
+def test_registry_and_serving_tutorial_runs(tmp_path: Path) -> None:
+    """The registry block as written, then its `meguri serve` and curl lines for real."""
+    _shell(_blocks("bash")[4], tmp_path, ("meguri.yaml", "cancer", "production", "card"))
+    assert "<html" in (tmp_path / "card.html").read_text(encoding="utf-8").lower()
+    port = str(_free_port())
+    lines = [line.replace("8080", port) for line in _sh_lines(_blocks("sh")[0])]
+    serve = [*MEGURI, *shlex.split(lines[0].split("&")[0])[1:]]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        server = subprocess.Popen(serve, cwd=tmp_path, env=clean_env(), stderr=err)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/ping", server, log)
+        outputs = [_run_curl(line, tmp_path) for line in lines[2:]]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert outputs[0] == '{"predictions":[1]}'
+    assert "missing" in outputs[1] and "mean_texture" in outputs[1]
+    assert 'meguri_requests_total{endpoint="/invocations",status="200"} 1' in outputs[2]
+
+
+def _sh_lines(block: str) -> list[str]:
+    """The block's commands, continuation lines joined and comments dropped."""
+    joined = block.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text(encoding="utf-8")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within 30 s")
+
+
+def _run_curl(line: str, cwd: Path) -> str:
+    command = line.split("|")[0]
+    done = subprocess.run(shlex.split(command), cwd=cwd, capture_output=True, text=True)
+    out = done.stdout
+    if "|" in line:
+        pattern = shlex.split(line.split("|")[1])[-1]
+        out = "\n".join(x for x in out.splitlines() if pattern in x)
+    return out.strip()

@@ -10,6 +10,12 @@ The public SDK::
         run.log_metric("roc_auc", 0.97)
     meguri.search_runs("metrics.roc_auc > 0.9", order_by=["metrics.roc_auc desc"])
 
+    from meguri.train import train
+    result = train(meguri.load_spec())             # data phase, candidates, CV, gates
+    version = meguri.register_model(result, "churn")   # package + card, version 1
+    meguri.promote("churn@1")                      # production, if its gates pass
+    model = meguri.load_model("churn@production")  # verified package, ONNX Runtime
+
 Names load lazily on first use so that ``import meguri`` stays fast.
 """
 
@@ -30,6 +36,13 @@ _EXPORTS = {
     "get_run": "meguri.train",
     "get_metric_history": "meguri.train",
     "fail_stale_runs": "meguri.train",
+    "TrainResult": "meguri.train",
+    "register_model": "meguri.registry",
+    "load_model": "meguri.registry",
+    "get_model_version": "meguri.registry",
+    "list_models": "meguri.registry",
+    "promote": "meguri.registry",
+    "ModelVersion": "meguri.store.metadata",
     "ActiveRun": "meguri.train",
     "MetricHistory": "meguri.train",
     "Run": "meguri.store.metadata",
@@ -45,19 +58,26 @@ __all__ = [
     "ActiveRun",
     "MeguriError",
     "MetricHistory",
+    "ModelVersion",
     "ProjectSpec",
     "Run",
     "RunStatus",
+    "TrainResult",
     "Workspace",
     "__version__",
     "active_run",
     "data",
     "fail_stale_runs",
     "get_metric_history",
+    "get_model_version",
     "get_run",
     "init",
+    "list_models",
+    "load_model",
     "load_spec",
     "open_workspace",
+    "promote",
+    "register_model",
     "search_runs",
     "start_run",
 ]
@@ -65,12 +85,20 @@ __all__ = [
 if TYPE_CHECKING:
     from meguri import data
     from meguri.errors import MeguriError
+    from meguri.registry import (
+        get_model_version,
+        list_models,
+        load_model,
+        promote,
+        register_model,
+    )
     from meguri.spec import ProjectSpec, load_spec
     from meguri.store import Workspace, init, open_workspace
-    from meguri.store.metadata import Run, RunStatus
+    from meguri.store.metadata import ModelVersion, Run, RunStatus
     from meguri.train import (
         ActiveRun,
         MetricHistory,
+        TrainResult,
         active_run,
         fail_stale_runs,
         get_metric_history,
