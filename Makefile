@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench bench-venv bench-data clean help
+.PHONY: demo test lint bench bench-venv bench-data bench-serve clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -42,6 +42,7 @@ bench: bench-venv
 	.venv-bench/bin/python bench/tracking.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/data.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/tune.py $(BENCH_ARGS)
+	.venv-bench/bin/python bench/serve.py $(BENCH_ARGS)
 
 bench-venv:
 	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
@@ -52,6 +53,10 @@ bench-venv:
 # meguri's data preparation against pandas (5M rows; 2.5-5 minutes on 2 cores, --quick ~20 s).
 bench-data: bench-venv
 	.venv-bench/bin/python bench/data.py $(BENCH_ARGS)
+
+# The inference server against mlflow serve, BentoML and FastAPI (wrk from Debian; ~5 min, --quick ~2).
+bench-serve: bench-venv
+	.venv-bench/bin/python bench/serve.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache meguri-demo

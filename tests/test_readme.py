@@ -65,6 +65,11 @@ def test_registry_and_serving_tutorial_runs(tmp_path: Path) -> None:
     """The registry block as written, then its `meguri serve` and curl lines for real."""
     _shell(_blocks("bash")[4], tmp_path, ("meguri.yaml", "cancer", "production", "card"))
     assert "<html" in (tmp_path / "card.html").read_text(encoding="utf-8").lower()
+    export = "models export cancer@1 --format container --out image"
+    assert f"meguri {export}" in README.read_text(encoding="utf-8")
+    out = run_meguri(*export.split(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "EXPOSE 8080" in (tmp_path / "image" / "Dockerfile").read_text(encoding="utf-8")
     port = str(_free_port())
     lines = [line.replace("8080", port) for line in _sh_lines(_blocks("sh")[0])]
     serve = [*MEGURI, *shlex.split(lines[0].split("&")[0])[1:]]

@@ -1,4 +1,4 @@
-"""``meguri models list|show|register|promote|alias|archive|card``: the model registry."""
+"""``meguri models list|show|register|promote|alias|archive|card|export``: the model registry."""
 
 from __future__ import annotations
 
@@ -256,3 +256,29 @@ def card_cmd(
         return
     out.write_text(text, encoding="utf-8")
     console.print(f"wrote the model card of {ref} to [bold]{out}[/]")
+
+
+@models_app.command("export")
+def export_cmd(
+    ref: Annotated[str, typer.Argument(help=_REF_HELP)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new or empty folder.")],
+    kind: Annotated[
+        str, typer.Option("--format", help="What to write: container (a Docker build context).")
+    ] = "container",
+) -> None:
+    """Write a Docker build context serving the version under the SageMaker contract."""
+    from meguri.errors import ConfigError
+    from meguri.registry import download_package, get_model_version
+    from meguri.registry._export import export_container
+
+    if kind != "container":
+        raise ConfigError(f"--format {kind!r} is not known; use --format container")
+    ws = _workspace()
+    version = get_model_version(ref, workspace=ws)
+    folder = download_package(version.id, workspace=ws)
+    context = export_container(folder, out, expected_digest=version.package_digest)
+    console.print(
+        f"wrote a build context for {version.ref} in [bold]{context}[/]: "
+        f"`docker build -t {version.name}:{version.version} {context}`, then "
+        f"`docker run -p 8080:8080 {version.name}:{version.version}`"
+    )
