@@ -15,13 +15,14 @@ import polars as pl
 import pytest
 
 import meguri
+from meguri import datasets
 from meguri.data import fit_transform
-from meguri.data._transform_onnx import transform_to_onnx
+from meguri.data._transform_onnx import graph_inputs, transform_to_onnx
 from meguri.errors import PackageError, PackageIntegrityError
-from meguri.registry._package import build_package, column_array, log_model
+from meguri.registry._package import build_package, column_array, log_model, signature_of
 from meguri.serve._model import LoadedModel
 from meguri.serve._package import load_package
-from meguri.serve._runtimes import build_model
+from meguri.serve._runtimes import build_model, onnx_features
 from meguri.spec import parse_spec, render_example_spec
 from meguri.store import Workspace
 from meguri.train._train import TrainResult, train
@@ -101,7 +102,7 @@ def test_classifier_packages_predict_as_the_model_in_memory(
     assert np.abs(got.probabilities - result.model.predict_proba(x)).max() < 1e-5
     assert (got.values == result.model.predict(x)).mean() > 0.99  # ties at 0.5 may flip
     assert model.signature.output.labels == (0, 1)
-    [check] = [c for c in model.metadata["checks"] if c["passed"]]
+    [check] = [c for c in model.metadata["checks"] if c["passed"] and c["check"] == "exactness"]
     assert check["max_abs_diff"] < 1e-5 and check["rows"] > 0
 
 
@@ -295,10 +296,116 @@ def test_transform_onnx_matches_polars_exactly(case: str) -> None:
     "steps",
     [
         [{"expression": {"name": "z", "expr": "x0 + x1"}}],
-        [{"one_hot": {"columns": ["city"]}}],
+        [{"text_length": {"columns": ["city"]}}],
+        [{"one_hot": {"columns": ["city"], "drop_original": False}}],
     ],
 )
 def test_transform_onnx_is_none_when_a_step_does_not_convert(steps: list[dict[str, Any]]) -> None:
     frame = _frame().with_columns(city=pl.Series(["a", "b"] * 200))
     fitted, _ = fit_transform(frame, steps, target="y")
     assert transform_to_onnx(fitted) is None
+
+
+# -- text columns (UCI Adult) -----------------------------------------------------------------
+
+_TEXT = [
+    *("workclass", "education", "marital_status", "occupation", "relationship", "race", "sex"),
+    "native_country",
+]
+_TEXT_STEPS: dict[str, list[dict[str, Any]]] = {
+    "ordinal": [{"ordinal": {"columns": _TEXT}}],
+    "one_hot_rare": [{"one_hot": {"columns": _TEXT, "max_categories": 5}}],
+    "one_hot_other": [{"one_hot": {"columns": _TEXT, "unseen": "other"}}],
+    "mode_indicator": [
+        {"impute": {"columns": ["workclass", "sex"], "strategy": "mode", "indicator": True}},
+        {"one_hot": {"columns": _TEXT}},
+        {"impute": {"columns": ["age"], "strategy": "median"}},
+        {"scale": {"method": "standard"}},
+    ],
+    "constant": [
+        {"impute": {"columns": ["workclass", "race"], "strategy": "constant", "value": ""}},
+        {"ordinal": {"columns": _TEXT, "unseen": -1}},
+        {"drop": {"columns": ["native_country"]}},
+    ],
+    "target_encode": [{"target_encode": {"columns": _TEXT}}, {"drop": {"columns": ["education"]}}],
+}
+
+
+@pytest.fixture(scope="module")
+def adult() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Adult's own train part, and its test part with unseen categories, "" and nulls."""
+    frame = pl.read_parquet(datasets.path("adult"))
+    train = frame.filter(pl.col("source_split") == "train").drop("source_split")
+    test = frame.filter(pl.col("source_split") == "test").drop("source_split")
+    row = pl.int_range(pl.len())
+    test = test.with_columns(
+        pl.when(row % 7 == 0).then(pl.lit("Mars")).otherwise("workclass").alias("workclass"),
+        pl.when(row % 11 == 0).then(None).otherwise("sex").alias("sex"),
+        pl.when(row % 13 == 0).then(pl.lit("")).otherwise("race").alias("race"),
+        pl.when(row % 5 == 0).then(None).otherwise("age").alias("age"),
+    )
+    return train, test
+
+
+@pytest.mark.parametrize("case", list(_TEXT_STEPS))
+def test_text_steps_as_onnx_give_polars_features_bit_for_bit(
+    case: str, adult: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    train, test = adult
+    fitted, _ = fit_transform(train, _TEXT_STEPS[case], target="income_over_50k", seed=1)
+    graph, inputs = transform_to_onnx(fitted), graph_inputs(fitted)
+    assert graph is not None and inputs is not None
+    signature = signature_of(None, fitted)
+    entry = {"file": "t.onnx", "input": "input", "inputs": inputs.to_dict(), "output": "features"}
+    features = onnx_features(graph.SerializeToString(), entry, signature)
+    batch = {c.name: column_array(test.get_column(c.name), c.type) for c in signature.inputs}
+    expected = fitted.apply(test).collect().select(list(fitted.output_schema)).to_numpy()
+    assert test.get_column("sex").null_count() and (test.get_column("workclass") == "Mars").any()
+    assert np.array_equal(features(batch), expected.astype(np.float64), equal_nan=True)
+    one = {k: v[7:8] for k, v in batch.items()}  # an unseen workclass, one row
+    assert np.array_equal(features(one), expected[7:8].astype(np.float64), equal_nan=True)
+
+
+def _adult_spec() -> meguri.ProjectSpec:
+    text = (Path(__file__).parents[1] / "examples/adult/meguri.yaml").read_text()
+    text = text.replace("cv_folds: 5", "cv_folds: 2").replace("threshold: 0.92", "threshold: 0.5")
+    text = text.replace("[linear, hist_gradient_boosting, lightgbm]", "[linear]")
+    text = text.replace(
+        "    - ordinal:\n", "    - impute: {columns: [workclass], strategy: mode}\n    - one_hot:\n"
+    )
+    return parse_spec(text)
+
+
+def test_adult_text_columns_get_one_onnx_pipeline(ws: Workspace, tmp_path: Path) -> None:
+    result = train(_adult_spec(), workspace=ws)
+    document = build_package(result, tmp_path / "adult")
+    assert document["runtime"] == "onnx" and document["estimator"]["file"] == "pipeline.onnx"
+    inputs = document["estimator"]["inputs"]
+    assert inputs["text"]["sex"] == "text:sex" and inputs["nulls"] == "nulls"
+    assert "age" in inputs["numeric"]
+    [check] = [c for c in document["checks"] if c["check"] == "transform_exactness"]
+    assert check["identical"] and check["rows"] > 1000
+    model = load_package(tmp_path / "adult")
+    test = result.prepared.raw["test"].head(50)
+    test = test.with_columns(
+        pl.when(pl.int_range(50) % 3 == 0).then(None).otherwise("sex").alias("sex"),
+        pl.when(pl.int_range(50) % 4 == 0).then(pl.lit("Mars")).otherwise("race").alias("race"),
+    )
+    batch = {c.name: column_array(test.get_column(c.name), c.type) for c in model.signature.inputs}
+    got = model.predict(batch)
+    x = result.prepared.transform.apply(test).collect()
+    x = x.select(list(result.prepared.transform.output_schema)).to_numpy()
+    assert got.probabilities is not None
+    assert np.abs(got.probabilities - result.model.predict_proba(x)).max() < 1e-5
+
+
+def test_knn_package_serves_its_transform_through_onnx(ws: Workspace, tmp_path: Path) -> None:
+    result = train(_spec("knn"), workspace=ws)
+    document = build_package(result, tmp_path / "knn")
+    assert document["runtime"] == "skops"
+    assert document["estimator"]["transform"]["file"] == "transform.onnx"
+    assert "transform.onnx" in document["files"]
+    model = load_package(tmp_path / "knn")
+    got = model.predict(_test_batch(result, model))
+    assert got.probabilities is not None
+    assert np.array_equal(got.probabilities, result.model.predict_proba(_in_memory(result)))

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, helper
 
-from meguri.data._transform_onnx import OUTPUT
+from meguri.data._transform_onnx import INPUT, OUTPUT
 from meguri.errors import PackageError
 
 __all__ = ["OnnxEstimator", "estimator_to_onnx", "merge_pipeline"]
@@ -136,25 +136,32 @@ def _at_least(estimator: OnnxEstimator, version: int) -> OnnxEstimator:
 
 
 def _merge(transform: ModelProto, estimator: OnnxEstimator) -> OnnxEstimator:
-    opset = {o.domain: o.version for o in estimator.model.opset_import}
     head = onnx.ModelProto()
     head.CopyFrom(transform)
     head.ir_version = estimator.model.ir_version
-    del head.opset_import[:]
-    head.opset_import.append(helper.make_opsetid("", max(opset.get("", 13), 13)))
+    tail = onnx.ModelProto()
+    tail.CopyFrom(estimator.model)
+    _same_opsets(head, tail)
     feed = OUTPUT
     if estimator.input_dtype == "float32":
         feed = _cast_output(head)
-    for entry in estimator.model.opset_import:
-        if entry.domain not in ("", "ai.onnx"):
-            head.opset_import.append(entry)
-    merged = onnx.compose.merge_models(
-        head, estimator.model, io_map=[(feed, estimator.input)], prefix2="est_"
-    )
+    merged = onnx.compose.merge_models(head, tail, io_map=[(feed, estimator.input)], prefix2="est_")
     proba = None if estimator.probabilities is None else f"est_{estimator.probabilities}"
-    return OnnxEstimator(
-        merged, head.graph.input[0].name, "float64", proba, f"est_{estimator.value}"
-    )
+    return OnnxEstimator(merged, INPUT, "float64", proba, f"est_{estimator.value}")
+
+
+def _same_opsets(*models: ModelProto) -> None:
+    """Every model imports every domain any of them uses, at the highest version (13 at least
+    for the default one): ``merge_models`` wants them equal, and the ops used here read the
+    same in those versions (``ai.onnx.ml`` 1 to 3: tree ensembles, ``LabelEncoder`` from 2)."""
+    versions: dict[str, int] = {"": 13}
+    for model in models:
+        for entry in model.opset_import:
+            domain = "" if entry.domain == "ai.onnx" else entry.domain
+            versions[domain] = max(versions.get(domain, 0), entry.version)
+    for model in models:
+        del model.opset_import[:]
+        model.opset_import.extend(helper.make_opsetid(d, v) for d, v in versions.items())
 
 
 def _cast_output(head: ModelProto) -> str:

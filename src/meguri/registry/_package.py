@@ -46,11 +46,11 @@ import polars as pl
 from meguri.data import profile
 from meguri.data._steps_base import parse_dtype
 from meguri.data._transform import FittedTransform
-from meguri.data._transform_onnx import transform_to_onnx
+from meguri.data._transform_onnx import INPUT, OUTPUT, graph_inputs, transform_to_onnx
 from meguri.errors import PackageError
 from meguri.registry._convert import OnnxEstimator, estimator_to_onnx, merge_pipeline
 from meguri.serve._package import FORMAT, FORMAT_VERSION, MODEL_FILE
-from meguri.serve._runtimes import build_model
+from meguri.serve._runtimes import build_model, onnx_features
 from meguri.serve._signature import Column, Output, Signature
 from meguri.store.metadata import ArtifactRef
 
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["DEPENDENCIES", "TOLERANCE", "build_package", "log_model", "package_digest"]
 
 TOLERANCE = 1e-5
+TRANSFORM_ONNX = "transform.onnx"
 DEPENDENCIES = (
     "meguri",
     "numpy",
@@ -92,6 +93,8 @@ class _HeldOut:
     batch: dict[str, Array]
     expected_proba: Array | None
     expected_values: Array
+    features: Array
+    """The transformed columns (Polars), as the estimator saw them."""
 
 
 def build_package(
@@ -269,9 +272,10 @@ def _held_out(result: TrainResult, signature: Signature) -> _HeldOut:
     matrix = result.prepared.transform.apply(frame).collect()
     x = matrix.select(list(result.prepared.transform.output_schema)).to_numpy()
     if signature.output.task == "regression":
-        return _HeldOut(part, batch, None, np.asarray(result.model.predict(x), dtype=np.float64))
+        values = np.asarray(result.model.predict(x), dtype=np.float64)
+        return _HeldOut(part, batch, None, values, x)
     proba = np.asarray(result.model.predict_proba(x), dtype=np.float64)
-    return _HeldOut(part, batch, proba, np.asarray(result.model.predict(x)))
+    return _HeldOut(part, batch, proba, np.asarray(result.model.predict(x)), x)
 
 
 def column_array(series: pl.Series, logical: str) -> Array:
@@ -301,9 +305,9 @@ def _verify(fmt: _Format, signature: Signature, transform: bytes, held: _HeldOut
 def _choose(
     result: TrainResult, signature: Signature, held: _HeldOut
 ) -> tuple[_Format, list[dict[str, Any]]]:
-    checks: list[dict[str, Any]] = []
+    graph, checks = _transform_graph(result.prepared.transform, signature, held)
     transform = result.prepared.transform.to_json()
-    for name, make in _candidates(result, signature):
+    for name, make in _candidates(result, signature, graph):
         check: dict[str, Any] = {"check": "exactness", "format": name, "part": held.part}
         try:
             fmt = make()
@@ -327,31 +331,68 @@ def _choose(
     )
 
 
+def _transform_graph(
+    transform: FittedTransform, signature: Signature, held: _HeldOut
+) -> tuple[_Format | None, list[dict[str, Any]]]:
+    """``transform.onnx`` (files and entry) when the transform converts and gives features
+    bit-identical to Polars on the held-out rows; the check either way."""
+    head, inputs = transform_to_onnx(transform), graph_inputs(transform)
+    if head is None or inputs is None:
+        return None, []
+    blob = head.SerializeToString()
+    entry = {"file": TRANSFORM_ONNX, "input": INPUT, "inputs": inputs.to_dict(), "output": OUTPUT}
+    got = onnx_features(blob, entry, signature)(held.batch)
+    identical = got.shape == held.features.shape and bool(
+        np.array_equal(got, held.features.astype(np.float64), equal_nan=True)
+    )
+    check = {
+        "check": "transform_exactness",
+        "format": TRANSFORM_ONNX,
+        "part": held.part,
+        "rows": int(got.shape[0]),
+        "identical": identical,
+        "passed": identical,
+    }
+    fmt = _Format("transform", {TRANSFORM_ONNX: blob}, entry) if identical else None
+    return fmt, [check]
+
+
 def _candidates(
-    result: TrainResult, signature: Signature
+    result: TrainResult, signature: Signature, graph: _Format | None
 ) -> Iterator[tuple[str, Callable[[], _Format | None]]]:
     classifier = signature.output.task != "regression"
     model, transform = result.model, result.prepared.transform
-    yield "onnx", lambda: _onnx_format(model, transform, classifier)
+    merge = graph is not None  # the transform converts exactly
+    yield "onnx", lambda: _onnx_format(model, transform, classifier, merge)
     library = type(model).__module__.split(".")[0]
     if library == "lightgbm":
-        yield "lightgbm", lambda: _lightgbm_format(model)
+        yield "lightgbm", lambda: _with_transform(_lightgbm_format(model), graph)
     if library == "xgboost":
-        yield "xgboost", lambda: _xgboost_format(model)
-    yield "skops", lambda: _skops_format(model)
+        yield "xgboost", lambda: _with_transform(_xgboost_format(model), graph)
+    yield "skops", lambda: _with_transform(_skops_format(model), graph)
 
 
-def _onnx_format(model: Any, transform: FittedTransform, classifier: bool) -> _Format:
+def _onnx_format(model: Any, transform: FittedTransform, classifier: bool, merge: bool) -> _Format:
+    """``pipeline.onnx`` (the transform merged in front) or ``estimator.onnx``."""
     estimator = estimator_to_onnx(model, len(transform.output_schema), classifier=classifier)
-    head = transform_to_onnx(transform)
-    if head is None:
+    head, inputs = transform_to_onnx(transform), graph_inputs(transform)
+    if not merge or head is None or inputs is None:
         return _Format("onnx+transform", *_onnx_file("estimator.onnx", estimator))
-    merged = merge_pipeline(head, estimator)
-    return _Format("onnx", *_onnx_file("pipeline.onnx", merged))
+    files, entry = _onnx_file("pipeline.onnx", merge_pipeline(head, estimator))
+    return _Format("onnx", files, {**entry, "inputs": inputs.to_dict()})
 
 
 def _onnx_file(name: str, graph: OnnxEstimator) -> tuple[dict[str, bytes], dict[str, Any]]:
     return {name: graph.model.SerializeToString()}, {"file": name, **graph.call()}
+
+
+def _with_transform(fmt: _Format, graph: _Format | None) -> _Format:
+    """``fmt`` with ``transform.onnx`` beside it (ONNX Runtime instead of Polars at serving)."""
+    if graph is None:
+        return fmt
+    return _Format(
+        fmt.runtime, {**fmt.files, **graph.files}, {**fmt.estimator, "transform": graph.estimator}
+    )
 
 
 def _lightgbm_format(model: Any) -> _Format:

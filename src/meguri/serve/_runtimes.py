@@ -4,13 +4,20 @@
 ``input`` name and dtype and its ``probabilities`` / ``value`` outputs):
 
 ``onnx``
-    ``pipeline.onnx``: transform and estimator in one graph, fed one ``float64 [n, k]`` matrix
-    of the input columns in signature order (null as NaN).
+    ``pipeline.onnx``: transform and estimator in one graph. Its feeds (the entry's ``inputs``,
+    see :mod:`meguri.data._transform_onnx`): one ``float64 [n, k]`` matrix ``input`` of the
+    numeric input columns (null as NaN), and for text columns a ``bool [n, t]`` null mask plus
+    one ``string [n, 1]`` tensor each (null as ``""``). Packages without ``inputs`` stack every
+    signature column into ``input``.
 ``onnx+transform``
-    ``transform.json`` on Polars, then ``estimator.onnx`` on the transformed columns.
+    the transform, then ``estimator.onnx`` on the transformed columns.
 ``skops`` / ``lightgbm`` / ``xgboost``
-    ``transform.json`` on Polars, then ``estimator.skops`` (loaded with :data:`SKOPS_ALLOWED`
-    only), ``estimator.lgb.txt`` or ``estimator.xgb.json`` in their libraries' own loaders.
+    the transform, then ``estimator.skops`` (loaded with :data:`SKOPS_ALLOWED` only),
+    ``estimator.lgb.txt`` or ``estimator.xgb.json`` in their libraries' own loaders.
+
+For the last three, the transform is ``transform.onnx`` in ONNX Runtime when the entry names
+one (``estimator.transform``: ``file``, ``input``, ``inputs``, ``output``), else
+``transform.json`` on Polars.
 
 Nothing here unpickles. Classification values are ``labels[argmax(probabilities)]``.
 """
@@ -29,7 +36,15 @@ from meguri.errors import PackageError
 from meguri.serve._model import Array, LoadedModel, Prediction
 from meguri.serve._signature import Signature
 
-__all__ = ["RUNTIMES", "SKOPS_ALLOWED", "build_model", "check_skops_types"]
+__all__ = [
+    "RUNTIMES",
+    "SKOPS_ALLOWED",
+    "build_model",
+    "check_skops_types",
+    "onnx_features",
+    "onnx_feeder",
+    "polars_features",
+]
 
 Scorer = Callable[[Array], tuple[Array | None, Array]]
 """A matrix of transformed columns → (probabilities or ``None``, raw values)."""
@@ -86,38 +101,92 @@ SKOPS_ALLOWED: frozenset[str] = frozenset(
 )
 
 
+_NULL: Any = None  # compared elementwise with object arrays
+Feeder = Callable[[Mapping[str, Array]], dict[str, Array]]
+"""A columnar batch → the feeds of an ONNX graph over the input columns."""
+Features = Callable[[Mapping[str, Array]], Array]
+"""A columnar batch → the matrix of transformed columns."""
+
+
 @dataclass
 class MatrixModel(LoadedModel):
-    """``onnx``: the input columns stacked into one float64 matrix, one ONNX Runtime call."""
+    """``onnx``: the input columns fed to one ONNX Runtime session (transform and estimator)."""
 
-    scorer: Scorer | None = field(default=None, repr=False)
-    _buffers: dict[int, Array] = field(default_factory=dict, repr=False)
+    feeder: Feeder | None = field(default=None, repr=False)
+    scorer: Callable[[dict[str, Array]], tuple[Array | None, Array]] | None = field(
+        default=None, repr=False
+    )
 
     def predict(self, batch: Mapping[str, Array]) -> Prediction:
-        assert self.scorer is not None
-        columns = [batch[name] for name in self.signature.names]
-        n = len(columns[0])
-        out = self._buffers.get(n)
-        if out is None:
-            out = np.empty((n, len(columns)), dtype=np.float64)
-            if n <= 64:  # requests of a few rows reuse their feed
-                self._buffers[n] = out
-        np.stack(columns, axis=1, out=out)
-        return _prediction(self.signature, *self.scorer(out))
+        assert self.feeder is not None and self.scorer is not None
+        return _prediction(self.signature, *self.scorer(self.feeder(batch)))
 
 
 @dataclass
 class TransformModel(LoadedModel):
-    """``transform.json`` on Polars, then an estimator on the transformed columns."""
+    """The transform (ONNX or Polars), then an estimator on the transformed columns."""
 
-    transform: FittedTransform | None = field(default=None, repr=False)
+    features: Features | None = field(default=None, repr=False)
     scorer: Scorer | None = field(default=None, repr=False)
 
     def predict(self, batch: Mapping[str, Array]) -> Prediction:
-        assert self.transform is not None and self.scorer is not None
-        frame = pl.DataFrame([_series(name, batch[name]) for name in self.signature.names])
-        matrix = self.transform.apply(frame).collect().to_numpy().astype(np.float64, copy=False)
-        return _prediction(self.signature, *self.scorer(matrix))
+        assert self.features is not None and self.scorer is not None
+        return _prediction(self.signature, *self.scorer(self.features(batch)))
+
+
+def polars_features(transform: FittedTransform, signature: Signature) -> Features:
+    """``transform.json`` on Polars: a one-row frame per request."""
+    names = signature.names
+
+    def features(batch: Mapping[str, Array]) -> Array:
+        frame = pl.DataFrame([_series(name, batch[name]) for name in names])
+        matrix = transform.apply(frame).collect().to_numpy()
+        return matrix.astype(np.float64, copy=False)
+
+    return features
+
+
+def onnx_feeder(entry: Mapping[str, Any], signature: Signature) -> Feeder:
+    """The feeds of a graph over the input columns, as the entry's ``inputs`` describe."""
+    inputs: Mapping[str, Any] = entry.get("inputs") or {"numeric": signature.names, "text": {}}
+    numeric, matrix = list(inputs["numeric"]), str(entry["input"])
+    text: dict[str, str] = dict(inputs.get("text") or {})
+    nulls = inputs.get("nulls")
+    stack = _stacker(numeric, np.dtype(entry.get("input_dtype", "float64")))
+    names = list(text.values())
+    if not text:
+        return lambda batch: {matrix: stack(batch)}
+
+    def feed(batch: Mapping[str, Array]) -> dict[str, Array]:
+        values = np.stack([batch[c] for c in text], axis=1).astype(object, copy=False)
+        mask = values == _NULL
+        strings = np.where(mask, "", values)
+        feeds = {matrix: stack(batch), str(nulls): mask}
+        for j, name in enumerate(names):
+            feeds[name] = strings[:, j : j + 1]
+        return feeds
+
+    return feed
+
+
+def _stacker(names: list[str], dtype: np.dtype[Any]) -> Callable[[Mapping[str, Array]], Array]:
+    """The columns ``names`` of a batch as one ``[n, k]`` matrix; requests of a few rows reuse
+    their buffer."""
+    buffers: dict[int, Array] = {}
+
+    def stack(batch: Mapping[str, Array]) -> Array:
+        columns = [batch[name] for name in names]
+        n = len(columns[0]) if columns else len(next(iter(batch.values())))
+        out = buffers.get(n)
+        if out is None:
+            out = np.empty((n, len(columns)), dtype=dtype)
+            if n <= 64:
+                buffers[n] = out
+        if columns:
+            np.stack(columns, axis=1, out=out, casting="same_kind")
+        return out
+
+    return stack
 
 
 def _series(name: str, values: Array) -> pl.Series:
@@ -150,7 +219,6 @@ def build_model(
     signature = Signature.from_dict(document["signature"])
     estimator: dict[str, Any] = dict(document["estimator"])
     blob = files[estimator["file"]]
-    scorer = _SCORERS[runtime](blob, estimator, signature)
     common: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -159,12 +227,29 @@ def build_model(
         "metadata": dict(document),
     }
     if runtime == "onnx":
-        return MatrixModel(**common, scorer=scorer)
-    transform = FittedTransform.from_json(files["transform.json"])
-    return TransformModel(**common, transform=transform, scorer=scorer)
+        run = _onnx_run(blob, estimator, signature)
+        return MatrixModel(**common, feeder=onnx_feeder(estimator, signature), scorer=run)
+    scorer = _SCORERS[runtime](blob, estimator, signature)
+    return TransformModel(**common, features=_features(estimator, files, signature), scorer=scorer)
 
 
-def _onnx(blob: bytes, estimator: Mapping[str, Any], signature: Signature) -> Scorer:
+def _features(
+    estimator: Mapping[str, Any], files: Mapping[str, bytes], signature: Signature
+) -> Features:
+    entry = estimator.get("transform")
+    if not entry:
+        return polars_features(FittedTransform.from_json(files["transform.json"]), signature)
+    return onnx_features(files[entry["file"]], entry, signature)
+
+
+def onnx_features(blob: bytes, entry: Mapping[str, Any], signature: Signature) -> Features:
+    """``transform.onnx`` in ONNX Runtime: feeds built as ``entry`` says, its ``output``."""
+    run = _session(blob, str(entry["file"])).run
+    feeder, wanted = onnx_feeder(entry, signature), [str(entry["output"])]
+    return lambda batch: run(wanted, feeder(batch))[0]
+
+
+def _session(blob: bytes, file: str) -> Any:
     import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
 
     options = ort.SessionOptions()
@@ -172,19 +257,31 @@ def _onnx(blob: bytes, estimator: Mapping[str, Any], signature: Signature) -> Sc
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise PackageError(f"{estimator['file']}: ONNX Runtime cannot load it: {exc}") from exc
-    feed, dtype = str(estimator["input"]), np.dtype(estimator.get("input_dtype", "float64"))
+        raise PackageError(f"{file}: ONNX Runtime cannot load it: {exc}") from exc
+
+
+def _onnx_run(
+    blob: bytes, estimator: Mapping[str, Any], signature: Signature
+) -> Callable[[dict[str, Array]], tuple[Array | None, Array]]:
+    """The session's ``probabilities`` (as float64) or ``value`` output on a dict of feeds."""
+    run = _session(blob, str(estimator["file"])).run
     proba, value = estimator.get("probabilities"), str(estimator["value"])
     wanted = [value] if proba is None else [str(proba)]
-    run = session.run
 
-    def score(x: Array) -> tuple[Array | None, Array]:
-        (out,) = run(wanted, {feed: x if x.dtype == dtype else x.astype(dtype)})
+    def score(feeds: dict[str, Array]) -> tuple[Array | None, Array]:
+        (out,) = run(wanted, feeds)
         return (None, out) if proba is None else (np.asarray(out, dtype=np.float64), out)
 
     return score
+
+
+def _onnx(blob: bytes, estimator: Mapping[str, Any], signature: Signature) -> Scorer:
+    """``estimator.onnx`` on the transformed matrix."""
+    score = _onnx_run(blob, estimator, signature)
+    feed, dtype = str(estimator["input"]), np.dtype(estimator.get("input_dtype", "float64"))
+    return lambda x: score({feed: x if x.dtype == dtype else x.astype(dtype)})
 
 
 def _skops(blob: bytes, estimator: Mapping[str, Any], signature: Signature) -> Scorer:
