@@ -22,6 +22,7 @@ the boundary where they occur and never leak as raw stack traces from the CLI::
     ├── RegistryError          model registry misuse (unknown alias, archived version)
     │   └── GateFailedError        promotion blocked by failing success criteria
     ├── InvalidInputError      a prediction request that does not match the model's signature
+    ├── PipelineError          a pipeline that cannot run as asked (unknown step, uncached --from)
     ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
     └── QuerySyntaxError       a search filter or order-by that cannot be read
 """
@@ -42,6 +43,7 @@ __all__ = [
     "NotFoundError",
     "PackageError",
     "PackageIntegrityError",
+    "PipelineError",
     "QuerySyntaxError",
     "RegistryError",
     "SpecError",
@@ -134,3 +136,8 @@ class InvalidInputError(MeguriError):
     def __init__(self, message: str, *, column: str | None = None) -> None:
         super().__init__(message)
         self.column = column
+
+
+class PipelineError(MeguriError):
+    """A pipeline cannot run as asked (an unknown step, ``--from`` without cached results, a
+    step whose feature is not available)."""
