@@ -80,8 +80,35 @@ def test_ray_engine_gives_the_same_parts(ws: Workspace, spec: ProjectSpec) -> No
     local = prepare(spec, workspace=ws)
     with executor("ray", num_cpus=2) as engine:
         distributed = prepare(spec, workspace=ws, engine=engine)
-    for part in ("validation", "test"):
-        assert distributed.parts[part].content_hash == local.parts[part].content_hash
-    frame = read(distributed.parts["test"].id, workspace=ws).collect()
-    assert frame.equals(local.frame("test", workspace=ws))
-    assert isinstance(frame, pl.DataFrame)
+    # Fitted on Ray Data: order statistics (medians, quantiles) equal Polars' bit for bit;
+    # means and standard deviations are exactly rounded sums, Polars' pairwise ones may
+    # differ in the last unit, so the parts agree to 1e-12 rather than by content hash.
+    for ray_step, local_step in zip(
+        distributed.transform.steps, local.transform.steps, strict=True
+    ):
+        assert ray_step.kind == local_step.kind
+        _assert_close(ray_step.learned, local_step.learned)
+    for part in ("train", "validation", "test"):
+        frame = read(distributed.parts[part].id, workspace=ws).collect()
+        assert isinstance(frame, pl.DataFrame)
+        expected = local.frame(part, workspace=ws)
+        assert frame.columns == expected.columns and frame.height == expected.height
+        for column in frame.columns:
+            np.testing.assert_allclose(
+                frame[column].to_numpy(), expected[column].to_numpy(), rtol=1e-12, atol=1e-12
+            )
+
+
+def _assert_close(got: object, want: object) -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys()
+        for key in want:
+            _assert_close(got[key], want[key])
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            _assert_close(a, b)
+    elif isinstance(want, float):
+        assert isinstance(got, float) and abs(got - want) <= 1e-12 * max(1.0, abs(want))
+    else:
+        assert got == want

@@ -239,3 +239,101 @@ def test_format_inference() -> None:
     assert infer_format("book.xlsx") == "excel"
     assert infer_format("bundled://breast_cancer") == "bundled"
     assert infer_format("postgresql://u@h/db") == "sql"
+
+
+# -- mixed types: JSON lines, and CSV past the inference window ------------------------------
+
+
+def _numbers_then(tmp_path: Path, last: str, rows: int = 300) -> Path:
+    file = tmp_path / "mixed.jsonl"
+    body = "".join(f'{{"id": {i}, "a": {i * 0.5}, "city": "c{i % 3}"}}\n' for i in range(rows))
+    file.write_text(body + f'{{"id": {rows}, "a": {last}, "city": "c0"}}\n')
+    return file
+
+
+@pytest.mark.parametrize(
+    ("last", "kind"),
+    [('"oops"', "string"), ('{"k": 1}', "object"), ("[1, 2]", "array"), ("true", "boolean")],
+)
+def test_jsonl_mixed_types_past_inference_name_column_and_line(
+    tmp_path: Path, last: str, kind: str
+) -> None:
+    file = _numbers_then(tmp_path, last)  # Polars infers from the first 100 rows, then fails
+    with pytest.raises(DataError) as info:
+        load(resolve(str(file)))
+    message = str(info.value)
+    assert f"Column 'a' of {file} mixes JSON types: line 1 holds a number, line 301 a {kind}" in (
+        message
+    )
+    assert "schema (a: str" in message and "\n" not in message
+    assert info.value.__cause__ is not None  # the Polars error is kept as the cause only
+
+
+def test_jsonl_silent_cast_to_text_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "silent.jsonl"
+    # within the inference window Polars would read all of these as text ("1", "2.5", ...)
+    file.write_text('{"a": "x", "b": 1}\n\n{"a": "y", "b": "two"}\n{"a": "z", "b": 3}\n')
+    with pytest.raises(DataError, match=r"Column 'b' .*line 1 holds a number, line 3 a string"):
+        load(resolve(str(file)))
+    objects = tmp_path / "objects.jsonl"
+    objects.write_text('{"a": "s"}\n{"a": {"k": 1}}\n')
+    with pytest.raises(DataError, match=r"Column 'a' .*line 1 holds a string, line 2 a object"):
+        load(resolve(str(objects)))
+
+
+def test_jsonl_schema_override_is_the_fix(tmp_path: Path) -> None:
+    file = _numbers_then(tmp_path, '"n/a"')
+    as_text = load(resolve(str(file)), schema={"a": "str"})
+    assert as_text.height == 301 and as_text["a"][-1] == "n/a" and as_text["a"][1] == "0.5"
+    with pytest.raises(DataError, match=r"Column 'a' .* Float64 at row 301 \(value 'n/a'\)"):
+        load(resolve(str(file)), schema={"a": "float"})
+    clean = _numbers_then(tmp_path, '"7.25"')
+    numbers = load(resolve(str(clean)), schema={"a": "float"})
+    assert numbers.schema["a"] == pl.Float64 and numbers["a"][-1] == 7.25
+
+
+def test_jsonl_one_kind_per_column_reads_unchanged(tmp_path: Path) -> None:
+    file = tmp_path / "fine.jsonl"
+    # ints then a float read as Float64 (no value lost); digits in text stay text
+    file.write_text('{"n": 1, "code": "007"}\n{"n": 2.5, "code": "042"}\n{"n": null}\n')
+    frame = load(resolve(str(file)))
+    assert frame.schema["n"] == pl.Float64 and frame["n"].to_list() == [1.0, 2.5, None]
+    assert frame["code"].to_list() == ["007", "042", None]
+
+
+def test_csv_past_a_short_inference_window_names_column_and_row(tmp_path: Path) -> None:
+    file = tmp_path / "late.csv"
+    rows = "".join(f"{i},{i}.5,t{i}\n" for i in range(50))
+    file.write_text("n,x,s\n" + rows + "51,oops,t\n")
+    options = {"infer_schema_length": 10}
+    with pytest.raises(
+        DataError, match=r"Column 'x' .* mixes types: .*Float64; row 51 holds 'oops'"
+    ):
+        load(resolve(str(file), options=options))
+    ints = tmp_path / "ints.csv"
+    ints.write_text("n\n" + "".join(f"{i}\n" for i in range(20)) + "2.5\n")
+    with pytest.raises(DataError, match=r"Column 'n' .* mixes types: .*Int64; row 21 holds '2.5'"):
+        load(resolve(str(ints), options=options))
+    assert load(resolve(str(ints)), schema={"n": "float"})["n"][-1] == 2.5
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_failed_ingest_writes_no_dataset_version(tmp_path: Path, suffix: str) -> None:
+    from meguri.data import _catalog as catalog
+    from meguri.store import open_workspace
+
+    if suffix == "jsonl":
+        file = _numbers_then(tmp_path, '"oops"')
+    else:
+        file = tmp_path / "mixed.csv"
+        file.write_text("a\n" + "".join(f"{i}\n" for i in range(300)) + "oops\n")
+    ws = open_workspace(tmp_path / "proj", user="ana")
+    try:
+        with pytest.raises(DataError, match="Column 'a'"):
+            catalog.ingest(str(file), name="mixed", workspace=ws)
+        assert catalog.list_datasets(workspace=ws) == []
+        assert not [
+            p for p in (tmp_path / "proj").rglob("*") if p.is_file() and "sha256" in p.parts
+        ]
+    finally:
+        ws.close()

@@ -210,7 +210,7 @@ def prepare_parts(
     collects) is stored and dropped before validation and test are applied, and those are
     streamed from the raw part to their Parquet files without being collected."""
     ws = workspace
-    transform, train = fit_transform(parts.train, steps, target=target, seed=parts.spec.seed)
+    transform, train = _fit(engine, parts.train, steps, target, parts.spec.seed)
     digest = ws.artifacts.put_bytes(transform.to_json()).digest
     lineage = _lineage(source, parts.record(), transform, digest)
     save = partial(_save_part, ws, name, source, lineage)
@@ -219,6 +219,21 @@ def prepare_parts(
     for part in PARTS[1:]:
         stored[part] = save(part, _apply(transform, parts.parts()[part], engine))
     return transform, digest, stored
+
+
+def _fit(
+    engine: Executor | None,
+    train: pl.DataFrame,
+    steps: Sequence[PrepareStep | Mapping[str, Any]],
+    target: str | None,
+    seed: int,
+) -> tuple[FittedTransform, pl.DataFrame]:
+    """Fit on Polars, or the numeric statistics on Ray Data with ``compute: ray``."""
+    if engine is None or engine.name != "ray":
+        return fit_transform(train, steps, target=target, seed=seed)
+    from meguri.data._fit_ray import fit_on
+
+    return fit_on(engine, train, steps, target=target, seed=seed)
 
 
 def _save_part(

@@ -25,8 +25,9 @@ Before reading, a file larger than the memory budget is refused (see
 ``_source_checks.memory_budget``: the source option ``max_bytes``, ``MEGURI_DATA_MAX_BYTES``, or
 half the available memory); the size on disk is the measure, a lower bound of the memory a
 read takes. After reading, a table without rows, a CSV that reads as one column because of the
-wrong separator, and values of mixed types in a column are each a :class:`DataError` naming
-the file, column and row.
+wrong separator, and values of mixed types in a column (a CSV value that does not parse as the
+type its first rows gave, a JSON-lines column mixing numbers, text or objects, see
+``_source_errors``) are each a :class:`DataError` naming the file, column and row.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 import polars as pl
 
 from meguri.data import _source_checks as checks
+from meguri.data import _source_errors as mixed
 from meguri.errors import DataError, MeguriError
 
 __all__ = ["FORMATS", "Source", "infer_format", "load", "resolve", "scan"]
@@ -343,13 +345,20 @@ def _scan_target(
     source: Source, target: Target | None, overrides: Mapping[str, pl.DataType] | None
 ) -> pl.LazyFrame:
     opts = source.reader_options
-    if overrides and source.format == "csv":
-        opts["schema_overrides"] = {**opts.get("schema_overrides", {}), **overrides}
+    if overrides and source.format in ("csv", "jsonl"):
+        read_as = overrides if source.format == "csv" else _jsonl_read_types(overrides)
+        opts["schema_overrides"] = {**opts.get("schema_overrides", {}), **read_as}
     if isinstance(target, io.BytesIO):
         target.seek(0)
     with _translated(source, target):
         frame = _READERS[source.format](source, target, opts)
     return frame
+
+
+def _jsonl_read_types(overrides: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The types a JSON-lines column is read as: a numeric override reads as text first (the
+    strict cast in ``load`` then names any value that is not a number), others as declared."""
+    return {c: pl.String() if t.is_numeric() else t for c, t in overrides.items()}
 
 
 # -- loading with checks --------------------------------------------------------------------
@@ -369,9 +378,37 @@ def load(source: Source, *, schema: Mapping[str, str] | None = None) -> pl.DataF
     with _translated(source, target):
         frame = lazy.collect()
     _check_separator(source, target, frame)
+    _check_json_types(source, target, frame, skip=list(overrides))
     frame = checks.apply_overrides(frame, overrides, source.uri)
     checks.check_not_empty(frame, source.uri)
     return frame
+
+
+def _check_json_types(
+    source: Source, target: Target | None, frame: pl.DataFrame, skip: list[str]
+) -> None:
+    """A JSON-lines column read as text although it holds numbers, booleans or objects too
+    (Polars casts them silently) is a DataError naming the column and line."""
+    if source.format != "jsonl" or target is None:
+        return
+    suspects = mixed.might_be_cast(frame, skip)
+    lines = mixed.read_lines(target) if suspects else None
+    conflict = mixed.find_conflict(lines, suspects) if lines is not None else None
+    if conflict is not None:
+        raise mixed.mixed_json_error(source.shown_uri, conflict)
+
+
+def _diagnose_jsonl(source: Source, target: Target | None) -> DataError | None:
+    """The mixed-types error behind a failed JSON-lines read, when that is the cause."""
+    if target is None:
+        return None
+    try:
+        columns = _scan_target(source, target, None).collect_schema().names()
+    except Exception:  # the read error itself stands
+        return None
+    lines = mixed.read_lines(target)
+    conflict = mixed.find_conflict(lines, columns) if lines is not None else None
+    return None if conflict is None else mixed.mixed_json_error(source.shown_uri, conflict)
 
 
 def _header_line(target: Target | None) -> str:
@@ -419,6 +456,10 @@ def _diagnose(source: Source, target: Target | None, exc: Exception) -> DataErro
         return DataError(f"Cannot read {uri}: {exc.strerror or checks.one_line(exc)}.")
     if source.format == "csv" and isinstance(exc, pl.exceptions.PolarsError):
         return _diagnose_csv(source, target, exc)
+    if source.format == "jsonl" and isinstance(exc, pl.exceptions.PolarsError):
+        found = _diagnose_jsonl(source, target)
+        if found is not None:
+            return found
     return DataError(
         f"Cannot read {uri} as {source.format}: {checks.one_line(exc)}. Check that the file "
         "is in that format (set format to override the guess from its name) and the read options."
