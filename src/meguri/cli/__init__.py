@@ -18,11 +18,23 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from meguri.cli import _data, _demo, _docs, _models, _project, _runs, _serve, _train
+    from meguri.cli import (
+        _checks,
+        _data,
+        _demo,
+        _docs,
+        _models,
+        _project,
+        _run,
+        _runs,
+        _serve,
+        _train,
+    )
 
-    for module in (_project, _docs, _data, _train, _runs, _demo):
+    for module in (_project, _docs, _data, _train, _runs, _run, _demo):
         module.register(app)
     _models.register(app)
+    _checks.register(app)  # `models test`, after the models group exists
     _serve.register(app)
 
 
