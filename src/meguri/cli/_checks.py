@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from meguri.deploy._checks import PrePromotionReport
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -18,6 +21,21 @@ def register(app: typer.Typer) -> None:
 
     if not any(c.name == "test" for c in models_app.registered_commands):
         models_app.command("test")(pre_promotion_cmd)
+
+
+def print_report(report: PrePromotionReport) -> None:
+    """The checks of ``report`` as a table: criterion, result, value, threshold, evidence."""
+    where = f"{report.environment} ({report.url})"
+    table = Table(title=f"Pre-promotion tests of {report.version.ref} on {where}")
+    for column in ("criterion", "result", "value", "needs", "evidence"):
+        table.add_column(column)
+    for check in report.checks:
+        result = "[green]pass[/]" if check.passed else "[red]fail[/]"
+        value = "-" if check.value is None else f"{check.metric} {check.value:.4g}"
+        needs = f"{check.comparison} {check.threshold:g}"
+        note = str(check.evidence.get("message", ""))
+        table.add_row(check.criterion_id, result, value, needs, note)
+    console.print(table)
 
 
 def pre_promotion_cmd(
@@ -56,16 +74,7 @@ def pre_promotion_cmd(
         ref, workspace=ws, url=url, environment=env, auth_token=token,
         spec_version_id=spec_id, settings=settings,
     )  # fmt: skip
-    table = Table(title=f"Pre-promotion tests of {report.version.ref} on {env} ({report.url})")
-    for column in ("criterion", "result", "value", "needs", "evidence"):
-        table.add_column(column)
-    for check in report.checks:
-        result = "[green]pass[/]" if check.passed else "[red]fail[/]"
-        value = "-" if check.value is None else f"{check.metric} {check.value:.4g}"
-        needs = f"{check.comparison} {check.threshold:g}"
-        note = str(check.evidence.get("message", ""))
-        table.add_row(check.criterion_id, result, value, needs, note)
-    console.print(table)
+    print_report(report)
     if not report.passed:
         failing = ", ".join(c.criterion_id for c in report.failing)
         console.print(f"[red]failing:[/] {failing}; `meguri models show {report.version.ref}`")

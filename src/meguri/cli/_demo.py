@@ -5,9 +5,10 @@ preparation fitted on the training rows; all recorded with lineage) → training
 of the zoo cross-validated as a tracked run, the best evaluated on validation and test with
 bootstrap intervals, plots, slices and fairness where declared) → the spec's criteria stored as
 check results → the best model packaged (ONNX where exact, every file's sha256 recorded) and
-registered, its model card written, promoted to ``staging`` and, with its gates passing, to
-``production`` → served over HTTP on loopback and sent real requests in every protocol
-(SageMaker CSV and JSON, MLflow's four JSON forms, Open Inference Protocol v2) → a summary.
+registered, its model card written, staged, put through the pre-promotion tests (functional,
+performance, security) and, with every gate passing, promoted to ``production`` → served over
+HTTP on loopback and sent real requests in every protocol (SageMaker CSV and JSON, MLflow's
+four JSON forms, Open Inference Protocol v2) → a summary.
 """
 
 from __future__ import annotations
@@ -139,12 +140,25 @@ def _register(ws: Workspace, result: TrainResult) -> ModelVersion:
         card.write_text(read_card(version.id, html=html, workspace=ws), encoding="utf-8")
     console.print(f"model card: [bold]{card}[/]")
     version = set_alias(version.id, "staging", workspace=ws)
+    _pre_promotion(ws, version)
     try:
         version = promote(version.id, "production", workspace=ws)
     except GateFailedError as err:
         console.print(f"[yellow]not promoted to production:[/] {err}")
     console.print(f"aliases of {version.ref}: {', '.join(version.aliases) or '-'}")
     return version
+
+
+def _pre_promotion(ws: Workspace, version: ModelVersion) -> None:
+    """Functional, performance and security tests of the staged version, stored as checks."""
+    from meguri.cli._checks import print_report
+    from meguri.deploy._checks import PrePromotionSettings, pre_promotion_tests
+
+    with console.status("pre-promotion tests (functional, a 2 s load test, security)…"):
+        report = pre_promotion_tests(
+            version.id, workspace=ws, settings=PrePromotionSettings(duration_s=2.0)
+        )
+    print_report(report)
 
 
 def _serve_and_call(
