@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make demo   run the lifecycle demo on the embedded defaults (SQLite + local folder)"
 	@echo "make test   lint (ruff), type-check (mypy), check layers (import-linter), run the tests"
-	@echo "make bench  run the benchmarks under bench/ (tracking vs MLflow, data vs pandas, tuning vs Optuna)"
+	@echo "make bench  run the benchmarks under bench/ (tracking vs MLflow, data vs pandas, tuning vs Optuna, training vs bare libraries, serving vs mlflow/BentoML/FastAPI)"
 	@echo "make bench-data  only the data-preparation benchmark (meguri vs pandas)"
 
 # constraints.txt pins the versions the suite was last run with (pip freeze of a working
@@ -42,6 +42,7 @@ bench: bench-venv
 	.venv-bench/bin/python bench/tracking.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/data.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/tune.py $(BENCH_ARGS)
+	.venv-bench/bin/python bench/train_overhead.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/serve.py $(BENCH_ARGS)
 
 bench-venv:
