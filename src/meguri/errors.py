@@ -23,6 +23,7 @@ the boundary where they occur and never leak as raw stack traces from the CLI::
     │   └── GateFailedError        promotion blocked by failing success criteria
     ├── InvalidInputError      a prediction request that does not match the model's signature
     ├── PipelineError          a pipeline that cannot run as asked (unknown step, uncached --from)
+    ├── DeploymentError        an endpoint that did not come up or settle in time
     ├── TrackingError          run tracking misuse (logging to a finished run, bad metric)
     └── QuerySyntaxError       a search filter or order-by that cannot be read
 """
@@ -36,6 +37,7 @@ __all__ = [
     "ConflictError",
     "DataError",
     "DataQualityError",
+    "DeploymentError",
     "GateFailedError",
     "InvalidInputError",
     "MeguriError",
@@ -141,3 +143,7 @@ class InvalidInputError(MeguriError):
 class PipelineError(MeguriError):
     """A pipeline cannot run as asked (an unknown step, ``--from`` without cached results, a
     step whose feature is not available)."""
+
+
+class DeploymentError(MeguriError):
+    """An endpoint did not come up or settle in time (its message names the supervisor log)."""

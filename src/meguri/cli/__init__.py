@@ -22,6 +22,7 @@ def _register() -> None:
         _checks,
         _data,
         _demo,
+        _deploy,
         _docs,
         _models,
         _project,
@@ -36,6 +37,7 @@ def _register() -> None:
     _models.register(app)
     _checks.register(app)  # `models test`, after the models group exists
     _serve.register(app)
+    _deploy.register(app)
 
 
 def main() -> None:

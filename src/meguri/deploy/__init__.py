@@ -1,1 +1,61 @@
-"""meguri.deploy."""
+"""Phase 4c, deployments: local endpoints managed by meguri, their revisions and rollouts.
+
+Names load lazily so that ``import meguri.deploy`` stays cheap::
+
+    from meguri.deploy import deploy, status, history, rollback, stop
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meguri.deploy._checks import (
+        PrePromotionReport,
+        PrePromotionSettings,
+        pre_promotion_tests,
+    )
+    from meguri.deploy._deployments import (
+        DeploymentStatus,
+        deploy,
+        history,
+        rollback,
+        status,
+        stop,
+        wait_settled,
+    )
+    from meguri.deploy._pipeline import PipelineResult, run_pipeline
+    from meguri.errors import DeploymentError
+
+__all__ = [
+    "DeploymentError",
+    "DeploymentStatus",
+    "PipelineResult",
+    "PrePromotionReport",
+    "PrePromotionSettings",
+    "deploy",
+    "history",
+    "pre_promotion_tests",
+    "rollback",
+    "run_pipeline",
+    "status",
+    "stop",
+    "wait_settled",
+]
+
+_LAZY = {
+    **dict.fromkeys(__all__, "_deployments"),
+    "PrePromotionReport": "_checks",
+    "PrePromotionSettings": "_checks",
+    "pre_promotion_tests": "_checks",
+    "PipelineResult": "_pipeline",
+    "run_pipeline": "_pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meguri.deploy' has no attribute {name!r}")
+    return getattr(import_module(f"meguri.deploy.{module}"), name)

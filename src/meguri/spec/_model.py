@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from meguri.spec._deploy import DeployEnvironment as DeployEnvironment
+from meguri.spec._deploy import DeploySpec as DeploySpec
 from meguri.spec._prepare import PrepareStep, SplitSpec
 from meguri.spec._quality import QualitySpec
 
@@ -440,16 +442,6 @@ class PipelineSpec(_Open):
     cache: bool = True
     schedule: str | None = None
     """When to re-run the pipeline: a duration (``1d``) or a cron expression."""
-
-
-class DeployEnvironment(_Closed):
-    workers: PositiveInt = 1
-    capture_rate: float = Field(1.0, ge=0.0, le=1.0)
-    """Share of requests whose inputs and predictions are captured for monitoring."""
-
-
-class DeploySpec(_Open):
-    environments: dict[Slug, DeployEnvironment] = {}
 
 
 class MonitorSpec(_Open):

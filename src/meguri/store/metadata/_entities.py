@@ -264,3 +264,98 @@ class ModelEvent:
     detail: dict[str, object]
     created_at: float
     created_by: str
+
+
+class DeploymentState(StrEnum):
+    """Where an environment's endpoint stands."""
+
+    STARTING = "starting"
+    SERVING = "serving"
+    BAKING = "baking"
+    ROLLED_BACK = "rolled_back"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class RevisionState(StrEnum):
+    """``pending`` until every worker serves it; then ``baking`` (a rollout step is watched) or
+    ``live``; a later revision makes it ``superseded``, a breach ``rolled_back``."""
+
+    PENDING = "pending"
+    BAKING = "baking"
+    LIVE = "live"
+    ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+    @property
+    def is_active(self) -> bool:
+        """True while the rollout of the revision is still going on."""
+        return self in (RevisionState.PENDING, RevisionState.BAKING)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentTarget:
+    """One model version a revision serves: its share of requests (``weight``, percent) and
+    ``role``: ``primary`` (answers), ``canary`` (answers ``weight`` percent) or ``shadow``
+    (receives a copy of every request; its answers are compared, never returned)."""
+
+    model_version_id: str
+    ref: str
+    package_digest: str
+    weight: float
+    role: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model_version_id": self.model_version_id,
+            "ref": self.ref,
+            "package_digest": self.package_digest,
+            "weight": self.weight,
+            "role": self.role,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """The endpoint of one environment of a project: the revision it serves
+    (``current_number``, 0 before the first), its supervisor's ``pid`` and ``port``."""
+
+    id: str
+    project_id: str
+    environment: str
+    model_name: str
+    state: DeploymentState
+    port: int | None
+    pid: int | None
+    current_revision_id: str | None
+    current_number: int
+    updated_at: float
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRevision:
+    """One change of a deployment, numbered 1, 2, ... per deployment: what it serves
+    (``targets``), how traffic moves (``strategy`` and its ``settings``), how far it got
+    (``state``, ``step``), why it was made (``reason``: ``deploy``, ``rollback: ...``) and the
+    evidence gathered while it baked (``detail``)."""
+
+    id: str
+    deployment_id: str
+    number: int
+    targets: tuple[DeploymentTarget, ...]
+    strategy: str
+    settings: dict[str, object]
+    state: RevisionState
+    step: int
+    reason: str
+    detail: dict[str, object]
+    updated_at: float
+    created_at: float
+    created_by: str
+
+    def target(self, role: str) -> DeploymentTarget | None:
+        """The first target with ``role``, or None."""
+        return next((t for t in self.targets if t.role == role), None)

@@ -302,3 +302,38 @@ model_events = sa.Table(
     sa.Index(None, "model_id", "created_at"),
     sa.Index(None, "version_id"),
 )
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("environment", sa.String(100), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("port", sa.Integer, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("current_revision_id", _ID, nullable=True),
+    sa.Column("current_number", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    *_created(),
+    sa.UniqueConstraint("project_id", "environment"),
+)
+
+deployment_revisions = sa.Table(
+    "deployment_revisions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("deployment_id", _ID, sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("targets_json", sa.Text, nullable=False),
+    sa.Column("strategy", sa.String(20), nullable=False),
+    sa.Column("settings_json", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail_json", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    *_created(),
+    sa.UniqueConstraint("deployment_id", "number"),
+)

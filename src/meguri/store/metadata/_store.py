@@ -11,6 +11,7 @@ from meguri.store.metadata._migrate import migrate
 if TYPE_CHECKING:
     from meguri.store.metadata.repositories.checks import CheckRepository
     from meguri.store.metadata.repositories.datasets import DatasetRepository
+    from meguri.store.metadata.repositories.deployments import DeploymentRepository
     from meguri.store.metadata.repositories.documents import DocumentRepository
     from meguri.store.metadata.repositories.models import ModelRepository
     from meguri.store.metadata.repositories.projects import ProjectRepository
@@ -69,6 +70,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.models import ModelRepository
 
         return ModelRepository(self.db)
+
+    @cached_property
+    def deployments(self) -> DeploymentRepository:
+        from meguri.store.metadata.repositories.deployments import DeploymentRepository
+
+        return DeploymentRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,0 +1,1 @@
+from meguri.testing.contract_deployments import *  # noqa: F403

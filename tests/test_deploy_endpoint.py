@@ -1,0 +1,251 @@
+"""Deployments for real: a detached supervisor, worker processes on loopback, trained models.
+
+Each test deploys to its own environment and stops it at the end. The figures the tests measure
+(swap time, requests failed during a swap and during a worker's replacement, time to roll back)
+are printed with ``-s``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from meguri import registry
+from meguri.deploy import deploy, history, rollback, status, stop, wait_settled
+from meguri.errors import ConflictError
+from meguri.spec import parse_spec, render_example_spec
+from meguri.spec._deploy import DeployEnvironment, DeployThresholds, StrategySpec
+from meguri.store import Workspace, open_workspace
+from meguri.store.metadata import RevisionState
+from meguri.train import train
+
+
+def _spec(seed: int) -> object:
+    text = render_example_spec("dep").replace("  cv_folds: 5\n", "  cv_folds: 2\n", 1)
+    start = text.index("  allowed_algorithms:")
+    end = text.index("\n", text.index("]", start))
+    text = text[:start] + "  allowed_algorithms: [linear]" + text[end:]
+    return parse_spec(text.replace("  seed: 42\n", f"  seed: {seed}\n", 1))
+
+
+@dataclass
+class Trained:
+    ws: Workspace
+    columns: list[str]
+    rows: list[list[float]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    root = tmp_path_factory.mktemp("deploy")
+    ws = open_workspace(root, project="dep", user="ann")
+    first = train(_spec(42), workspace=ws)  # type: ignore[arg-type]
+    registry.register_model(first, "bc", workspace=ws)
+    registry.register_model(train(_spec(7), workspace=ws), "bc", workspace=ws)  # type: ignore[arg-type]
+    test = first.prepared.raw["test"].head(5)
+    version = registry.get_model_version("bc@1", workspace=ws)
+    columns = [str(c["name"]) for c in version.signature["inputs"]]  # type: ignore[index, union-attr]
+    rows = test.select(columns).rows()
+    yield Trained(ws, columns, [list(map(float, r)) for r in rows])
+    ws.close()
+
+
+def _environment(
+    workers: int = 1, thresholds: dict[str, float] | None = None, **strategy: object
+) -> DeployEnvironment:
+    return DeployEnvironment(
+        workers=workers,
+        capture_rate=0.0,
+        strategy=StrategySpec(**strategy),  # type: ignore[arg-type]
+        thresholds=DeployThresholds(**(thresholds or {})),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Load:
+    """Clients sending v2 requests until stopped, counting answers per version and failures."""
+
+    url: str
+    trained: Trained
+    versions: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def body(self) -> dict[str, object]:
+        rows = self.trained.rows
+        inputs = [
+            {"name": c, "shape": [len(rows)], "datatype": "FP64", "data": [r[i] for r in rows]}
+            for i, c in enumerate(self.trained.columns)
+        ]
+        return {"inputs": inputs}
+
+    def run(self) -> None:
+        body = self.body()
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.stop.is_set():
+                try:
+                    response = client.post("/v2/models/bc/infer", json=body)
+                except httpx.HTTPError as err:
+                    self.failures.append(type(err).__name__)
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(str(response.status_code))
+                    continue
+                version = response.json()["model_version"]
+                self.versions[version] = self.versions.get(version, 0) + 1
+
+    def __enter__(self) -> Load:
+        self.threads = [threading.Thread(target=self.run) for _ in range(3)]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    @property
+    def total(self) -> int:
+        return sum(self.versions.values()) + len(self.failures)
+
+
+def _wait(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _url(env: str, ws: Workspace) -> str:
+    found = status(env, workspace=ws).url
+    assert found is not None
+    return found
+
+
+def test_deploy_serves_then_a_canary_splits_and_goes_live(trained: Trained) -> None:
+    ws, env = trained.ws, "staging"
+    settings = _environment(kind="canary", steps=[50, 100], bake_seconds=1.5)
+    try:
+        first = deploy("bc@1", env=env, workspace=ws, environment=settings)
+        assert (first.number, first.strategy, first.state) == (1, "all_at_once", RevisionState.LIVE)
+        url = _url(env, ws)
+        with Load(url, trained) as load:
+            second = deploy("bc@2", env=env, workspace=ws, environment=settings, reason="retrain")
+            assert second.state is RevisionState.BAKING and second.strategy == "canary"
+            _wait(lambda: load.versions.get("2", 0) > 20 and load.versions.get("1", 0) > 20)
+            settled = wait_settled(env, workspace=ws, timeout=30)
+        assert load.failures == []
+        assert (settled.number, settled.state, settled.reason) == (2, RevisionState.LIVE, "retrain")
+        assert [r.state for r in history(env, workspace=ws)] == [
+            RevisionState.SUPERSEDED,
+            RevisionState.LIVE,
+        ]
+        answer = httpx.post(f"{url}/v2/models/bc/infer", json=load.body()).json()
+        assert answer["model_version"] == "2"
+        print(f"\ncanary: {load.versions} answered, swap {settled.detail}")
+    finally:
+        stop(env, workspace=ws)
+    assert status(env, workspace=ws).url is None
+
+
+def test_a_breaching_canary_is_rolled_back_within_its_bake(trained: Trained) -> None:
+    ws, env = trained.ws, "canary-breach"
+    settings = _environment(
+        kind="canary",
+        steps=[50, 100],
+        bake_seconds=20,
+        thresholds={"max_schema_violation_rate": 0.1},
+    )
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=settings)
+        url = _url(env, ws)
+        bad = {"inputs": [{"name": "nope", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+        started = time.monotonic()
+        with Load(url, trained), httpx.Client(base_url=url) as client:
+            canary = deploy("bc@2", env=env, workspace=ws, environment=settings)
+            for _ in range(200):  # inputs the signature refuses: schema violations
+                client.post("/v2/models/bc/infer", json=bad)
+            settled = wait_settled(env, workspace=ws, timeout=20)
+        elapsed = time.monotonic() - started
+        assert elapsed < 20, "rolled back within the bake period"
+        assert settled.number == 3 and settled.state is RevisionState.LIVE
+        assert settled.reason.startswith("rollback: schema violation rate")
+        assert settled.target("primary").ref == "bc@1"  # type: ignore[union-attr]
+        rolled = ws.metadata.deployments.get_revision(canary.id)
+        assert rolled.state is RevisionState.ROLLED_BACK
+        assert str(rolled.detail["rollback_reason"]).startswith("schema violation rate")
+        print(f"\nrollback: {elapsed:.2f} s after the canary's deploy; {rolled.detail}")
+    finally:
+        stop(env, workspace=ws)
+
+
+def test_kill_9_of_a_worker_is_replaced_with_few_errors(trained: Trained) -> None:
+    ws, env = trained.ws, "workers"
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=_environment(workers=2))
+        supervisor = psutil.Process(status(env, workspace=ws).deployment.pid)
+        workers = supervisor.children()
+        assert len(workers) == 2
+        with Load(_url(env, ws), trained) as load:
+            time.sleep(0.5)
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            _wait(lambda: workers[0].pid not in {p.pid for p in supervisor.children()})
+            _wait(lambda: len(supervisor.children()) == 2)
+            respawned = time.monotonic()
+            time.sleep(2.0)  # the new worker loads and serves
+        rate = len(load.failures) / load.total
+        print(f"\nkill -9: {len(load.failures)} of {load.total} failed ({rate:.3%}), "
+              f"respawned within {respawned - killed:.2f} s")  # fmt: skip
+        assert rate < 0.01 and load.total > 200
+    finally:
+        stop(env, workspace=ws)
+
+
+def test_swap_under_load_drops_nothing_and_concurrent_deploys_conflict(
+    trained: Trained,
+) -> None:
+    ws, env = trained.ws, "swap"
+    settings = _environment(kind="all_at_once", workers=2)
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=settings)
+        with Load(_url(env, ws), trained) as load:
+            swapped = deploy("bc@2", env=env, workspace=ws, environment=settings)
+            _wait(lambda: load.versions.get("2", 0) > 50)
+        assert load.failures == [] and swapped.state is RevisionState.LIVE
+        print(f"\nswap under load: 0 of {load.total} failed; {swapped.detail}")
+        outcomes: list[object] = []
+        start = threading.Barrier(2)
+
+        def race(ref: str) -> None:
+            start.wait()
+            try:
+                outcomes.append(deploy(ref, env=env, workspace=ws, environment=settings).number)
+            except ConflictError as err:
+                outcomes.append(err)
+
+        threads = [threading.Thread(target=race, args=(ref,)) for ref in ("bc@1", "bc@1")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(isinstance(o, ConflictError) for o in outcomes) == 1, outcomes
+        assert 3 in outcomes
+        back = rollback(env, reason="manual", workspace=ws)
+        assert back.reason == "rollback: manual" and back.target("primary").ref == "bc@2"  # type: ignore[union-attr]
+    finally:
+        stop(env, workspace=ws)
+
+
+def test_state_folder_is_inside_the_workspace(trained: Trained) -> None:
+    assert Path(trained.ws.root, ".meguri", "deploy").is_dir()

@@ -1,0 +1,63 @@
+"""The rollout plan of each strategy and the judgement of a baking step."""
+
+from __future__ import annotations
+
+from meguri.deploy._rollout import Evidence, evidence, judge, phases
+from meguri.serve._metrics import LATENCY_BUCKETS
+from meguri.store.metadata import DeploymentRevision, DeploymentTarget, RevisionState
+
+OLD = DeploymentTarget("mv-1", "m@1", "a" * 64, 100.0, "primary")
+
+
+def _revision(strategy: str, role: str = "canary", **settings: object) -> DeploymentRevision:
+    new = DeploymentTarget("mv-2", "m@2", "b" * 64, 0.0, role)
+    return DeploymentRevision(
+        "drev-1", "dep-1", 2, (OLD, new), strategy, dict(settings), RevisionState.PENDING,
+        0, "deploy", {}, 0.0, 0.0, "ann",
+    )  # fmt: skip
+
+
+def _weights(
+    plan: list[list[tuple[DeploymentTarget, float, str]]],
+) -> list[list[tuple[str, float, str]]]:
+    return [[(t.ref, w, role) for t, w, role in phase] for phase in plan]
+
+
+def test_each_strategy_has_its_phases() -> None:
+    assert _weights(phases(_revision("canary", steps=[10, 100]))) == [
+        [("m@1", 90.0, "primary"), ("m@2", 10.0, "canary")],
+        [("m@2", 100.0, "primary")],
+    ]
+    linear = _weights(phases(_revision("linear", steps=[25, 50, 75, 100])))
+    assert [p[-1][1] for p in linear] == [25.0, 50.0, 75.0, 100.0]
+    assert _weights(phases(_revision("shadow", role="shadow"))) == [
+        [("m@1", 100.0, "primary"), ("m@2", 0.0, "shadow")],
+        [("m@2", 100.0, "primary")],
+    ]
+
+
+def _report(requests: int, errors: int, violations: int, slow: int) -> dict[str, object]:
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    counts[3], counts[10] = requests - slow, slow  # 1 ms and 250 ms buckets
+    stats = {"requests": requests, "errors": errors, "violations": violations,
+             "latency_counts": counts}  # fmt: skip
+    return {"backends": {"mv-2": stats}}
+
+
+def test_evidence_is_the_change_since_the_step_began_per_worker() -> None:
+    before = {1: _report(100, 1, 0, 0)}
+    now = {1: _report(300, 11, 2, 0), 2: _report(100, 0, 0, 10)}  # worker 2 started meanwhile
+    found = evidence(now, before, "mv-2")
+    assert (found.requests, found.errors, found.violations) == (300, 10, 2)
+    assert found.p99_ms == 250.0  # 10 of 300 requests above 1 ms: the p99 falls in their bucket
+
+
+def test_judge_names_the_breach() -> None:
+    limits = {"max_error_rate": 0.01, "max_p99_ms": 100, "max_schema_violation_rate": 0.05}
+    assert judge(Evidence(10, 10, 0, 1.0), limits, final=True) is None  # too few to judge
+    assert judge(Evidence(100, 5, 0, 1.0), limits, final=False) == "error rate 0.050 > 0.01"
+    assert judge(Evidence(100, 0, 6, 1.0), limits, final=False) == (
+        "schema violation rate 0.060 > 0.05"
+    )
+    assert judge(Evidence(100, 0, 0, 250.0), limits, final=False) is None
+    assert judge(Evidence(100, 0, 0, 250.0), limits, final=True) == "p99 250 ms > 100 ms"
