@@ -263,16 +263,37 @@ def export_cmd(
     ref: Annotated[str, typer.Argument(help=_REF_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="A new or empty folder.")],
     kind: Annotated[
-        str, typer.Option("--format", help="What to write: container (a Docker build context).")
+        str,
+        typer.Option(
+            "--format",
+            help="container (a Docker build context), kubernetes (Deployment, Service and "
+            "HPA manifests) or ray-serve (a Ray Serve config and the package).",
+        ),
     ] = "container",
+    env: Annotated[
+        str, typer.Option("--env", help="The spec's deploy environment (kubernetes, ray-serve).")
+    ] = "production",
+    image: Annotated[
+        str | None,
+        typer.Option(help="kubernetes: the image to run (default meguri-NAME:VERSION)."),
+    ] = None,
+    namespace: Annotated[str | None, typer.Option(help="kubernetes: the namespace.")] = None,
 ) -> None:
-    """Write a Docker build context serving the version under the SageMaker contract."""
+    """Write the version as a Docker build context (SageMaker contract), as Kubernetes
+    manifests for that image, or as a Ray Serve application config."""
     from meguri.errors import ConfigError
+
+    writers = {"container": _export_container, "kubernetes": _export_kubernetes}
+    writers["ray-serve"] = _export_ray_serve
+    if kind not in writers:
+        raise ConfigError(f"--format {kind!r} is not known; use one of {', '.join(writers)}")
+    writers[kind](ref, out, env=env, image=image, namespace=namespace)
+
+
+def _export_container(ref: str, out: Path, **_: str | None) -> None:
     from meguri.registry import download_package, get_model_version
     from meguri.registry._export import export_container
 
-    if kind != "container":
-        raise ConfigError(f"--format {kind!r} is not known; use --format container")
     ws = _workspace()
     version = get_model_version(ref, workspace=ws)
     folder = download_package(version.id, workspace=ws)
@@ -281,4 +302,35 @@ def export_cmd(
         f"wrote a build context for {version.ref} in [bold]{context}[/]: "
         f"`docker build -t {version.name}:{version.version} {context}`, then "
         f"`docker run -p 8080:8080 {version.name}:{version.version}`"
+    )
+
+
+def _export_kubernetes(
+    ref: str, out: Path, *, env: str, image: str | None, namespace: str | None
+) -> None:
+    from meguri.deploy._kubernetes import manifests_for, resource_name, write_manifests
+    from meguri.deploy._scaleout import resolve_target
+    from meguri.errors import ConfigError
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not an empty folder; choose a new one")
+    target = resolve_target(ref, env=env, workspace=_workspace())
+    manifests = manifests_for(target, image=image, namespace=namespace)
+    path = write_manifests(manifests, out / f"{resource_name(target.label)}.yaml")
+    scaling = target.scaling
+    console.print(
+        f"wrote a Deployment, Service and HPA ({scaling.replicas} to {scaling.max_replicas} "
+        f"replicas) for {target.version.ref} in {env} to [bold]{path}[/]: build the image with "
+        f"`meguri models export {ref} --format container`, then `kubectl apply -f {path}`"
+    )
+
+
+def _export_ray_serve(ref: str, out: Path, *, env: str, **_: str | None) -> None:
+    from meguri.deploy._ray_serve import export_ray_serve
+
+    path = export_ray_serve(ref, out, env=env, workspace=_workspace())
+    console.print(
+        f"wrote a Ray Serve config for {ref} in {env} to [bold]{path}[/] (the package is in "
+        f"{path.parent / 'model'}): `serve run {path}` here, or `serve deploy {path}` on a "
+        "cluster that can read that folder"
     )

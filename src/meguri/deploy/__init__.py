@@ -25,7 +25,9 @@ if TYPE_CHECKING:
         stop,
         wait_settled,
     )
+    from meguri.deploy._kubernetes import kubernetes_manifests, write_manifests
     from meguri.deploy._pipeline import PipelineResult, run_pipeline
+    from meguri.deploy._ray_serve import export_ray_serve, ray_serve_app
     from meguri.errors import DeploymentError
 
 __all__ = [
@@ -35,13 +37,17 @@ __all__ = [
     "PrePromotionReport",
     "PrePromotionSettings",
     "deploy",
+    "export_ray_serve",
     "history",
+    "kubernetes_manifests",
     "pre_promotion_tests",
+    "ray_serve_app",
     "rollback",
     "run_pipeline",
     "status",
     "stop",
     "wait_settled",
+    "write_manifests",
 ]
 
 _LAZY = {
@@ -50,6 +56,10 @@ _LAZY = {
     "PrePromotionSettings": "_checks",
     "pre_promotion_tests": "_checks",
     "PipelineResult": "_pipeline",
+    "kubernetes_manifests": "_kubernetes",
+    "write_manifests": "_kubernetes",
+    "export_ray_serve": "_ray_serve",
+    "ray_serve_app": "_ray_serve",
     "run_pipeline": "_pipeline",
 }
 

@@ -17,8 +17,10 @@ The image copies ``model/`` to ``/opt/ml/model`` (where SageMaker mounts a model
 8080 and carries the package digest as ``MEGURI_MODEL_DIGEST``: ``serve`` hands it to the
 server, which refuses to start when ``model.json`` no longer has that sha256. ``serve`` reads
 ``SM_MODEL_DIR`` (default ``/opt/ml/model``), ``SAGEMAKER_BIND_TO_PORT`` (default 8080),
-``SAGEMAKER_MODEL_SERVER_WORKERS`` (default 1) and ``MEGURI_SERVE_HOST`` (default
-``0.0.0.0``), so the same script runs outside a container on any folder and port.
+``SAGEMAKER_MODEL_SERVER_WORKERS`` (default 1), ``MEGURI_SERVE_HOST`` (default ``0.0.0.0``),
+``MEGURI_CAPTURE_RATE`` / ``MEGURI_CAPTURE_URL`` (prediction capture, off by default) and
+``MEGURI_SERVE_TOKEN`` (a bearer token the server then requires), so the same script runs
+outside a container on any folder and port.
 
 meguri's wheel is written here, from the installed package's own files and metadata (no build
 tool, no network, same bytes for the same sources), because meguri is not on a public index.
@@ -91,6 +93,9 @@ def main(argv: list[str]) -> None:
         host=env.get("MEGURI_SERVE_HOST", "0.0.0.0"),
         port=int(env.get("SAGEMAKER_BIND_TO_PORT", "{port}")),
         workers=int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")),
+        capture_rate=float(env.get("MEGURI_CAPTURE_RATE", "0") or 0),
+        capture_url=env.get("MEGURI_CAPTURE_URL") or None,
+        auth_token=env.get("MEGURI_SERVE_TOKEN") or None,
     )
     serve(source, settings)
 
