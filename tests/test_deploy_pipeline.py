@@ -1,16 +1,20 @@
 """``meguri run``: the spec end to end as cached steps, over a real SQLite store and training.
 
-The example spec restricted to ``linear`` with 2 folds keeps each real training to seconds."""
+The example spec restricted to ``linear`` with 2 folds keeps each real training to seconds; the
+full pipeline serves a real supervised endpoint on loopback (stopped at the end)."""
 
 from __future__ import annotations
 
-import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 import meguri
+from meguri import deploy
 from meguri.deploy._pipeline import (
     STEP_NAMES,
     PipelineResult,
@@ -142,16 +146,67 @@ def test_from_needs_the_earlier_steps_cached(tmp_path: Path) -> None:
         fresh.close()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("meguri.deploy._deployments") is not None,
-    reason="deploy to staging exists: the full pipeline is tested instead",
+EXAMPLE_STAGING = (
+    "    staging:\n      workers: 1\n"
+    "      capture_rate: 1.0          # share of requests captured for monitoring\n"
 )
-def test_deploy_steps_fail_clearly_until_they_exist(ws: Workspace, first: PipelineResult) -> None:
-    result = run_pipeline(spec_text(), workspace=ws)
-    assert result.failed is not None and result.failed.name == "deploy_staging"
-    assert "not available" in (result.failed.error or "")
-    assert "--no-deploy" in (result.failed.error or "")
-    assert statuses(result)["register"] == "cached"
+STAGING = """    staging:
+      workers: 1
+      capture_rate: 0.0
+      port: 0
+      strategy: {kind: canary, steps: [50, 100], bake_seconds: 1}
+"""
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Processes of the workspace's deployments still alive (supervisors, workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "meguri.deploy" in line and str(root) in line:
+            found.append(f"{proc.pid}: {line}")
+    return found
+
+
+def test_full_pipeline_serves_staging_tests_it_and_promotes(
+    ws: Workspace, first: PipelineResult
+) -> None:
+    assert EXAMPLE_STAGING in spec_text()
+    text = spec_text().replace(EXAMPLE_STAGING, STAGING)
+    try:
+        full = run_pipeline(text, workspace=ws)
+        assert full.ok, full.summary()
+        assert statuses(full) == {
+            **dict.fromkeys(UNTIL_REGISTER, "cached"),
+            **dict.fromkeys(("deploy_staging", "pre_promotion", "promote"), "ran"),
+        }
+        outputs = {s.name: s.outputs for s in full.steps}
+        served = outputs["deploy_staging"]["deployment"]
+        assert served["ref"] == "pipe@1" and served["url"].startswith("http://127.0.0.1:")
+        assert served["url"] == deploy.status("staging", workspace=ws).url
+        assert outputs["pre_promotion"]["passed"] >= 3
+        assert outputs["promote"]["ref"] == "pipe@1"
+        production = meguri.get_model_version("pipe@production", workspace=ws)
+        assert production.ref == "pipe@1"
+
+        again = run_pipeline(text, workspace=ws)
+        assert again.all_cached, again.summary()
+        answer = httpx.get(f"{served['url']}/v2/health/ready", timeout=5.0)
+        assert answer.status_code == 200, answer.text
+
+        deploy.stop("staging", workspace=ws)
+        redeployed = run_pipeline(text, workspace=ws, until="deploy_staging")
+        assert statuses(redeployed)["deploy_staging"] == "ran", redeployed.summary()
+        step = step_runs(redeployed.run_id, workspace=ws)[-1]
+        assert "not running" in step.tags["stale_cache"]
+        assert deploy.status("staging", workspace=ws).url is not None
+        print(f"\nfull pipeline {full.seconds:.1f} s, all cached {again.seconds:.2f} s")
+    finally:
+        deploy.stop("staging", workspace=ws)
+    deadline = time.monotonic() + 10.0
+    while _leftovers(ws.root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _leftovers(ws.root)
 
 
 def test_cli_runs_lists_and_shows(tmp_path: Path) -> None:

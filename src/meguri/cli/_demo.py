@@ -8,14 +8,21 @@ check results → the best model packaged (ONNX where exact, every file's sha256
 registered, its model card written, staged, put through the pre-promotion tests (functional,
 performance, security) and, with every gate passing, promoted to ``production`` → served over
 HTTP on loopback and sent real requests in every protocol (SageMaker CSV and JSON, MLflow's
-four JSON forms, Open Inference Protocol v2) → a summary.
+four JSON forms, Open Inference Protocol v2) → deployments: the version served by a supervised
+endpoint in ``staging`` (``meguri.deploy``), the pre-promotion tests run against that URL, then
+deployed to ``production``; a second, broken version (trained on the ten ``mean_*`` columns
+only, so its signature refuses the 30-column rows the clients send) pushed to production as a
+canary while traffic flows, and rolled back automatically on its schema violations → the
+revision history → every endpoint stopped → a summary.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -59,7 +66,9 @@ def demo(
         result = _train(ws, spec, spec_version_id, prepared)
         version = _register(ws, result)
         calls = _serve_and_call(ws, version, prepared)
+        rollout = _deployments(ws, spec, version, prepared)
         _summary(ws, spec_version_id, prepared, result, version, calls)
+        _rollout_summary(rollout)
     finally:
         ws.close()
 
@@ -281,4 +290,210 @@ def _summary(
         f"`meguri models show {version.name}`, `meguri models card {version.ref}`, "
         f"`meguri serve {version.name}@production` (then `curl localhost:8080/ping`), "
         f"`meguri data lineage {prepared.parts['train'].ref}`, `meguri runs leaderboard -e demo`."
+    )
+
+
+# -- deployments -------------------------------------------------------------------------------
+
+BAKE_SECONDS = 4.0
+
+
+@dataclass
+class Rollout:
+    """What the deployment part measured."""
+
+    staging_s: float = 0.0
+    production_s: float = 0.0
+    rollback_s: float = 0.0
+    sent: int = 0
+    failed: int = 0
+    failed_after: int = 0
+    reason: str = ""
+
+
+def _deployments(
+    ws: Workspace, spec: ProjectSpec, version: ModelVersion, prepared: PreparedData
+) -> Rollout:
+    """Staging endpoint → pre-promotion tests on its URL → production → a broken canary rolled
+    back under traffic → the history; every endpoint stopped at the end."""
+    from meguri.deploy import stop
+
+    figures, started = Rollout(), list[str]()
+    try:
+        url = _deploy_timed(ws, version.ref, "staging", figures, started)
+        _pre_promotion_on(ws, version, url)
+        url = _deploy_timed(ws, version.ref, "production", figures, started)
+        broken = _broken_version(ws, spec)
+        _canary_under_traffic(ws, spec, broken, url, prepared, figures)
+        console.print(_history_table(ws, "production"))
+    finally:
+        for env in started:
+            stop(env, workspace=ws)
+            console.print(f"stopped the {env} endpoint")
+    return figures
+
+
+def _deploy_timed(ws: Workspace, ref: str, env: str, figures: Rollout, started: list[str]) -> str:
+    from meguri.deploy import deploy, status
+
+    began = time.perf_counter()
+    started.append(env)
+    with console.status(f"deploying {ref} to {env} (a supervised endpoint on loopback)…"):
+        revision = deploy(ref, env=env, workspace=ws, reason="meguri demo")
+    took = time.perf_counter() - began
+    setattr(figures, f"{env}_s", took)
+    url = status(env, workspace=ws).url or ""
+    console.print(
+        f"deployed {ref} to [bold]{env}[/] at [bold]{url}[/]: revision {revision.number}, "
+        f"{revision.strategy}, serving in {took:.2f} s"
+    )
+    return url
+
+
+def _pre_promotion_on(ws: Workspace, version: ModelVersion, url: str) -> None:
+    from meguri.cli._checks import print_report
+    from meguri.deploy._checks import PrePromotionSettings, pre_promotion_tests
+
+    with console.status(f"pre-promotion tests against the staging endpoint {url}…"):
+        report = pre_promotion_tests(
+            version.id, workspace=ws, url=url, environment="staging",
+            settings=PrePromotionSettings(duration_s=2.0),
+        )  # fmt: skip
+    print_report(report)
+    verdict = "pass" if report.passed else "FAIL"
+    console.print(f"pre-promotion tests on staging ({url}): {verdict}")
+
+
+def _broken_version(ws: Workspace, spec: ProjectSpec) -> ModelVersion:
+    """A real second version that cannot take the live traffic: trained on the ten ``mean_*``
+    measurements only, its signature refuses rows with the other 20 columns."""
+    from meguri.registry import register_model
+    from meguri.train import train
+
+    functional = spec.requirements.functional
+    narrow = spec.model_copy(
+        update={
+            "requirements": spec.requirements.model_copy(
+                update={"functional": functional.model_copy(update={"inputs": _mean_columns()})}
+            ),
+            "constraints": spec.constraints.model_copy(update={"allowed_algorithms": ["linear"]}),
+            "model": spec.model.model_copy(update={"cv_folds": 2, "search": None}),
+        }
+    )
+    with console.status("training the broken version (10 mean_* columns, linear)…"):
+        result = train(narrow, workspace=ws, experiment="demo-broken")
+        broken = register_model(result, MODEL_NAME, workspace=ws, tags={"demo": "broken"})
+    console.print(
+        f"registered [bold]{broken.ref}[/], a broken version: trained on the 10 mean_* columns "
+        "only, its signature refuses the 30-column rows that clients send"
+    )
+    return broken
+
+
+def _mean_columns() -> list[str]:
+    from meguri import datasets
+
+    table = datasets.load("breast_cancer")
+    return [c for c in table.column_names if c.startswith("mean_")]
+
+
+def _canary_under_traffic(
+    ws: Workspace,
+    spec: ProjectSpec,
+    broken: ModelVersion,
+    url: str,
+    prepared: PreparedData,
+    figures: Rollout,
+) -> None:
+    from meguri.deploy import deploy, wait_settled
+    from meguri.spec._deploy import DeployEnvironment, StrategySpec
+
+    body = _v2_body(prepared)
+    traffic = _Traffic(f"{url}/v2/models/{MODEL_NAME}/infer", body)
+    canary = StrategySpec(kind="canary", steps=[50.0, 100.0], bake_seconds=BAKE_SECONDS)
+    settings = spec.deploy.environments.get("production", DeployEnvironment())
+    settings = settings.model_copy(update={"strategy": canary})
+    console.print(
+        f"deploying {broken.ref} to production as a canary (50% of requests, {BAKE_SECONDS:g} s "
+        "bake, schema violations ≤ 5%) while clients send traffic…"
+    )
+    with traffic:
+        began = time.perf_counter()
+        deploy(broken.ref, env="production", workspace=ws, environment=settings, reason="retrain")
+        settled = wait_settled("production", workspace=ws, timeout=60.0)
+        figures.rollback_s = time.perf_counter() - began
+        figures.sent, figures.failed = traffic.counts()
+    figures.reason = settled.reason
+    after = [_http(traffic.url, body, "application/json")[0] for _ in range(20)]
+    figures.failed_after = sum(code != 200 for code in after)
+    console.print(
+        f"[bold]automatic rollback[/] after {figures.rollback_s:.2f} s: {settled.reason}; "
+        f"{figures.failed} of {figures.sent} requests refused during the canary, "
+        f"{figures.failed_after} of {len(after)} after the rollback"
+    )
+
+
+def _v2_body(prepared: PreparedData) -> bytes:
+    import orjson
+
+    rows = prepared.raw["test"].drop(prepared.target).head(SAMPLE_ROWS)
+    inputs = [
+        {"name": c, "shape": [rows.height], "datatype": "FP64", "data": rows[c].to_list()}
+        for c in rows.columns
+    ]
+    return orjson.dumps({"inputs": inputs})
+
+
+class _Traffic:
+    """A client thread sending the same v2 request in a loop, counting the non-200 answers."""
+
+    def __init__(self, url: str, body: bytes) -> None:
+        self.url, self.body = url, body
+        self._stop = threading.Event()
+        self._codes: list[int] = []
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def _send(self) -> None:
+        while not self._stop.is_set():
+            self._codes.append(_http(self.url, self.body, "application/json")[0])
+            time.sleep(0.02)
+
+    def counts(self) -> tuple[int, int]:
+        codes = list(self._codes)
+        return len(codes), sum(code != 200 for code in codes)
+
+    def __enter__(self) -> _Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def _history_table(ws: Workspace, env: str) -> Table:
+    from meguri.deploy import history
+
+    table = Table(title=f"Revisions of {env}", title_justify="left")
+    for col in ("#", "strategy", "serves", "state", "reason"):
+        table.add_column(col)
+    for revision in history(env, workspace=ws):
+        serves = ", ".join(f"{t.ref} ({t.role} {t.weight:g}%)" for t in revision.targets)
+        table.add_row(
+            str(revision.number), revision.strategy, serves, revision.state.value,
+            revision.reason,
+        )  # fmt: skip
+    return table
+
+
+def _rollout_summary(figures: Rollout) -> None:
+    console.print(
+        Panel.fit(
+            f"staging deploy {figures.staging_s:.2f} s · production deploy "
+            f"{figures.production_s:.2f} s\n"
+            f"broken canary rolled back in {figures.rollback_s:.2f} s: {figures.reason}\n"
+            f"requests failed: {figures.failed} of {figures.sent} during the canary "
+            f"(the broken version's share), {figures.failed_after} after the rollback",
+            title="deployments",
+        )
     )

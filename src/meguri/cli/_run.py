@@ -158,6 +158,9 @@ def _outputs_text(outputs: dict[str, Any]) -> str:
     shown = [f"{k}={outputs[k]}" for k in keys if k in outputs]
     if "parts" in outputs:
         shown.append("parts=" + ",".join(outputs["parts"].values()))
+    deployment = outputs.get("deployment")
+    if isinstance(deployment, dict):  # deploy_staging: the version and where it is served
+        shown += [f"{k}={deployment[k]}" for k in ("ref", "url", "revision") if k in deployment]
     return " ".join(shown)[:80]
 
 

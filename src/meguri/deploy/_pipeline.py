@@ -7,13 +7,18 @@ An execution is a run of experiment ``pipeline`` (tag ``kind=pipeline``) and eac
 run (tag ``kind=step``) with params ``cache_key``, ``code_version``, ``spec_sections`` (sha256 of
 the spec sections the step reads) and ``in.<step>`` (sha256 of each upstream step's outputs);
 its tags are ``status`` (ran / cached / failed), ``cached_from`` (the step run whose outputs were
-reused) and ``outputs`` (JSON: dataset version ids, run ids, model version ids). The cache key is
+reused), ``outputs`` (JSON: dataset version ids, run ids, model version ids) and, when a cached
+result was found but no longer holds, ``stale_cache`` (why). The cache key is
 the sha256 of those inputs: before a step runs, a finished step run with the same key is looked
 up and its outputs reused, so re-running with nothing changed only reads the store, and a change
 re-runs from the first step it affects. A failed step stops the execution with the reason (the
 pipeline run ends failed); running again (``resume=True`` names the run resumed) continues from
 it with the cached outputs of the steps before. ``until`` stops after a step; ``from_step`` runs
 a step and those after it again, and needs the steps before it cached.
+
+A step acting on the live world (``deploy_staging``) also checks a cached result against it
+(:attr:`Step.stale`): when the staging endpoint no longer serves the recorded version and
+revision, the step runs again and says why.
 """
 
 from __future__ import annotations
@@ -187,6 +192,10 @@ def _run_step(ex: _Execution, step: Step) -> StepResult:
     hit = None
     if ex.use_cache and step.name not in ex.force and not _volatile(inputs):
         hit = _cached(ctx.workspace, inputs["cache_key"])
+    stale = _stale(ex, step, hit)
+    if stale is not None:
+        hit = None
+        ex.reporter.message(step.name, f"cached result no longer holds: {stale}; running again")
     with start_run(
         step.name,
         experiment=EXPERIMENT,
@@ -196,9 +205,18 @@ def _run_step(ex: _Execution, step: Step) -> StepResult:
         params=inputs,
         tags={"kind": "step", "step": step.name},
     ) as run:
+        if stale is not None:
+            run.set_tags({"stale_cache": stale[:500]})
         result = _reuse(run, hit, started) if hit else _execute(ex, step, run, started)
     ctx.outputs[step.name] = result.outputs
     return result
+
+
+def _stale(ex: _Execution, step: Step, hit: Run | None) -> str | None:
+    """Why ``hit`` (a cached result of ``step``) no longer holds in the live world, if so."""
+    if hit is None or step.stale is None:
+        return None
+    return step.stale(ex.ctx, orjson.loads(hit.tags["outputs"]))
 
 
 def _reuse(run: ActiveRun, hit: Run, started: float) -> StepResult:

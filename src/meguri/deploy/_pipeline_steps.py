@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from meguri.data import PreparedData
     from meguri.spec import DataSource, ProjectSpec
+    from meguri.spec._deploy import DeployEnvironment
     from meguri.store import Workspace
     from meguri.train import ActiveRun
 
@@ -57,6 +58,9 @@ class Step:
     action: Callable[[Context], dict[str, Any]]
     fingerprint: Callable[[ProjectSpec], str | None] | None = None
     description: str = ""
+    stale: Callable[[Context, dict[str, Any]], str | None] | None = None
+    """Given a cached result's outputs, why they no longer hold (the live world moved on:
+    the endpoint stopped, it serves another version), or None when they still do."""
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -294,11 +298,95 @@ def _plain(value: Any) -> Any:
     return found or str(value)
 
 
+STAGING = "staging"
+
+
+def staging_environment(spec: ProjectSpec) -> DeployEnvironment:
+    """``deploy.environments.staging`` of the spec (defaults when absent; port 0 = a free
+    one), its p99 threshold defaulting to ``requirements.non_functional.latency_p95_ms``."""
+    from meguri.spec._deploy import DeployEnvironment
+
+    found = spec.deploy.environments.get(STAGING, DeployEnvironment())
+    latency = spec.requirements.non_functional.latency_p95_ms
+    if found.thresholds.max_p99_ms is None and latency is not None:
+        thresholds = found.thresholds.model_copy(update={"max_p99_ms": latency})
+        found = found.model_copy(update={"thresholds": thresholds})
+    return found
+
+
 def deploy_staging(ctx: Context) -> dict[str, Any]:
+    """A real endpoint on 127.0.0.1 serving the registered version: the first deploy serves it
+    at once, a later one follows the environment's strategy, waited for until it settles (a
+    rollout rolled back fails the step with the supervisor's reason)."""
     deploy = _deploy_api("_deployments", "deploy", "deploy_staging")
-    ref = ctx.outputs["register"]["ref"]
-    ctx.say(f"deploying {ref} to staging")
-    return {"deployment": _plain(deploy(ref, env="staging", workspace=ctx.workspace))}
+    wait_settled = _deploy_api("_deployments", "wait_settled", "deploy_staging")
+    ref, settings = ctx.outputs["register"]["ref"], staging_environment(ctx.spec)
+    ctx.say(f"deploying {ref} to {STAGING} ({settings.workers} worker(s))")
+    revision = deploy(
+        ref, env=STAGING, workspace=ctx.workspace, environment=settings,
+        reason=f"pipeline {ctx.pipeline_run_id}",
+    )  # fmt: skip
+    if revision.state.is_active:
+        strategy = settings.strategy
+        ctx.say(f"rolling out ({revision.strategy}); waiting for it to settle")
+        bake = strategy.bake_seconds * len(strategy.resolved_steps)
+        revision = wait_settled(STAGING, workspace=ctx.workspace, timeout=bake + 60.0)
+    return _served_outputs(ctx, ref, revision)
+
+
+def _settled_target(revision: Any) -> Any:
+    """The version ``revision`` serves all requests with once its rollout is over."""
+    from meguri.deploy._rollout import phases
+
+    return phases(revision)[-1][0][0]
+
+
+def _served_outputs(ctx: Context, ref: str, revision: Any) -> dict[str, Any]:
+    from meguri.deploy._deployments import status
+
+    primary = _settled_target(revision)
+    if primary.ref != ref or revision.state.value != "live":
+        raise PipelineError(
+            f"deploy_staging: revision {revision.number} of {STAGING} ended "
+            f"{revision.state.value} ({revision.reason}) instead of serving {ref}; see "
+            f"`meguri deploy history --env {STAGING}`, fix the cause, then `meguri run --resume`"
+        )
+    now = status(STAGING, workspace=ctx.workspace)
+    if now.url is None:
+        raise PipelineError(
+            f"deploy_staging: the {STAGING} endpoint is not running after its deploy; see "
+            f"`meguri deploy status --env {STAGING}` and its supervisor.log"
+        )
+    ctx.say(f"{STAGING} serves {ref} at {now.url} (revision {revision.number})")
+    return {
+        "deployment": {
+            "id": now.deployment.id, "env": STAGING, "revision": revision.number,
+            "model_version": primary.model_version_id, "ref": ref, "url": now.url,
+        },
+    }  # fmt: skip
+
+
+def staging_stale(ctx: Context, outputs: dict[str, Any]) -> str | None:
+    """Why a cached deploy_staging result no longer holds: the endpoint stopped, or it serves
+    another revision or version than the one recorded; None while it still serves it."""
+    from meguri.deploy._deployments import status
+
+    recorded = outputs.get("deployment") or {}
+    try:
+        now = status(STAGING, workspace=ctx.workspace)
+    except MeguriError:
+        return f"there is no {STAGING} deployment any more"
+    if now.url is None:
+        return f"the {STAGING} endpoint is not running"
+    current = now.revision
+    if current is None or current.state.value != "live":
+        return f"the {STAGING} endpoint has no live revision"
+    primary = _settled_target(current)
+    if primary.model_version_id != recorded.get("model_version"):
+        return f"{STAGING} now serves {primary.ref}, not {recorded.get('ref')}"
+    if now.url != recorded.get("url") or current.number != recorded.get("revision"):
+        return f"{STAGING} now serves revision {current.number} at {now.url}"
+    return None
 
 
 def pre_promotion(ctx: Context) -> dict[str, Any]:
@@ -309,7 +397,11 @@ def pre_promotion(ctx: Context) -> dict[str, Any]:
     deployment = ctx.outputs.get("deploy_staging", {}).get("deployment")
     url = deployment.get("url") if isinstance(deployment, dict) else None
     ctx.say(f"running the pre-promotion tests on {ref}")
-    report = tests(ref, workspace=ctx.workspace, url=url, spec_version_id=ctx.spec_version_id)
+    # deployed endpoints have no auth token setting yet: the security check says so
+    report = tests(
+        ref, workspace=ctx.workspace, url=url, environment=STAGING, auth_token=None,
+        spec_version_id=ctx.spec_version_id,
+    )  # fmt: skip
     if not report.passed:
         raise GateFailedError(
             f"The pre-promotion tests failed:\n{report.summary()}\nFix the failing checks, "
@@ -373,8 +465,9 @@ STEPS: tuple[Step, ...] = (
          description="the spec's validation and test criteria"),
     Step("register", ("gate", "train"), lambda s: s.project, register,
          description="the next version of the project's model"),
-    Step("deploy_staging", ("register",), lambda s: _dump(s.deploy), deploy_staging,
-         description="deploy the version to the staging environment"),
+    Step("deploy_staging", ("register",), lambda s: _dump(staging_environment(s)),
+         deploy_staging, description="serve the version on the staging endpoint (loopback)",
+         stale=staging_stale),
     Step("pre_promotion", ("deploy_staging", "register"),
          lambda s: {"nf": _dump(s.requirements.non_functional), "deploy": _dump(s.deploy)},
          pre_promotion, description="functional, performance and security tests on staging"),

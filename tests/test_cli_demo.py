@@ -1,0 +1,45 @@
+"""``meguri demo`` end to end, as ``make demo`` runs it: the data and model phases, in-process
+serving, then real supervised endpoints (staging, production), the pre-promotion tests on the
+staging URL and a broken canary rolled back under traffic; every endpoint stopped at the end."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import psutil
+
+from meguri.testing.cli import run_meguri
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Processes of the demo's deployments still alive (supervisors, workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "meguri.deploy" in line and str(root) in line:
+            found.append(f"{proc.pid}: {line}")
+    return found
+
+
+def test_demo_deploys_tests_rolls_back_and_stops_everything(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    started = time.perf_counter()
+    done = run_meguri("demo", "--dir", str(folder), cwd=tmp_path)
+    took = time.perf_counter() - started
+    out = re.sub(r"\s+", " ", done.stdout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "registered breast-cancer@1" in out
+    assert "pre-promotion tests on staging (http://127.0.0.1:" in out
+    assert re.search(r"pre-promotion tests on staging \(\S+\): pass", out), out[-3000:]
+    assert "deployed breast-cancer@1 to production" in out
+    assert "registered breast-cancer@2, a broken version" in out
+    assert re.search(r"automatic rollback after [\d.]+ s: rollback: schema violation rate", out)
+    assert re.search(r"[1-9]\d* of \d+ requests refused during the canary, 0 of 20 after", out)
+    assert "stopped the staging endpoint" in out and "stopped the production endpoint" in out
+    deadline = time.monotonic() + 10.0
+    while _leftovers(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _leftovers(folder)
+    print(f"\nmeguri demo: {took:.1f} s")
