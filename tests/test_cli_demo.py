@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+import meguri
 from meguri.testing.cli import run_meguri
 
 
@@ -42,4 +43,22 @@ def test_demo_deploys_tests_rolls_back_and_stops_everything(tmp_path: Path) -> N
     while _leftovers(folder) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _leftovers(folder)
+    _check_records(folder)
     print(f"\nmeguri demo: {took:.1f} s")
+
+
+def _check_records(folder: Path) -> None:
+    """The training run is linked to the spec version and holds the package it registered."""
+    ws = meguri.open_workspace(folder)
+    try:
+        version = meguri.get_model_version("breast-cancer@1", workspace=ws)
+        run = meguri.get_run(version.run_id, workspace=ws)
+        assert run.status is meguri.RunStatus.FINISHED
+        assert run.spec_version_id is not None
+        assert ws.metadata.specs.get(run.spec_version_id).content.startswith("#")
+        assert run.metrics["test/roc_auc"].value > 0.95
+        names = {a.name for a in ws.metadata.runs.list_artifacts(run.id)}
+        assert {"model/model.json", "evaluation/test_intervals.json"} <= names
+        assert version.card_html_digest is not None
+    finally:
+        ws.close()

@@ -85,6 +85,10 @@ def test_registry_and_serving_tutorial_runs(tmp_path: Path) -> None:
     assert outputs[0] == '{"predictions":[1]}'
     assert "missing" in outputs[1] and "mean_texture" in outputs[1]
     assert 'meguri_requests_total{endpoint="/invocations",status="200"} 1' in outputs[2]
+    try:
+        _shell(_blocks("bash")[5], tmp_path, ("staging", "pass", "cached", "register", "stopped"))
+    finally:
+        run_meguri("deploy", "stop", "--env", "staging", cwd=tmp_path)
 
 
 def _sh_lines(block: str) -> list[str]:
