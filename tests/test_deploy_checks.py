@@ -22,9 +22,10 @@ from meguri.deploy._checks import CRITERIA, PrePromotionSettings, pre_promotion_
 from meguri.deploy._checks_load import load_test
 from meguri.errors import GateFailedError
 from meguri.serve import LoadedModel, Prediction, ServeSettings, serve_in_background
-from meguri.spec import parse_spec, render_example_spec
+from meguri.spec import parse_spec
 from meguri.spec._versions import save_spec_version
 from meguri.store import Workspace
+from meguri.testing.specs import quick_spec_text
 from meguri.train import train
 
 FAST = PrePromotionSettings(duration_s=1.0, concurrency=8)
@@ -33,15 +34,10 @@ FAST = PrePromotionSettings(duration_s=1.0, concurrency=8)
 def _spec_text(latency_ms: str = "500", throughput: str = "20") -> str:
     """The bundled example: linear only, 2 folds, scaling only; targets this shared machine
     meets (``latency_p95_ms`` and the ``latency-staging`` criterion) unless told otherwise."""
-    text = render_example_spec("checks")
-    start, end = text.index("  prepare:"), text.index("  # Reproducible by row hash")
-    text = text[:start] + "  prepare:\n    - scale: {method: standard}\n" + text[end:]
-    text = text.replace("  cv_folds: 5\n", "  cv_folds: 2\n")
+    text = quick_spec_text("checks", scale_only=True)
     text = text.replace("    threshold: 50\n", f"    threshold: {latency_ms}\n")
     text = text.replace("    latency_p95_ms: 50\n", f"    latency_p95_ms: {latency_ms}\n")
-    text = text.replace("    throughput_rps: 100\n", f"    throughput_rps: {throughput}\n")
-    start = text.index("  allowed_algorithms:")
-    return text[:start] + "  allowed_algorithms: [linear]" + text[text.index("\n", start) :]
+    return text.replace("    throughput_rps: 100\n", f"    throughput_rps: {throughput}\n")
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,16 @@ import pytest
 from meguri import registry
 from meguri.deploy import deploy, history, rollback, status, stop, wait_settled
 from meguri.errors import ConflictError
-from meguri.spec import parse_spec, render_example_spec
+from meguri.spec import parse_spec
 from meguri.spec._deploy import DeployEnvironment, DeployThresholds, StrategySpec
 from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import RevisionState
+from meguri.testing.specs import quick_spec_text
 from meguri.train import train
 
 
 def _spec(seed: int) -> object:
-    text = render_example_spec("dep").replace("  cv_folds: 5\n", "  cv_folds: 2\n", 1)
-    start = text.index("  allowed_algorithms:")
-    end = text.index("\n", text.index("]", start))
-    text = text[:start] + "  allowed_algorithms: [linear]" + text[end:]
+    text = quick_spec_text("dep")
     return parse_spec(text.replace("  seed: 42\n", f"  seed: {seed}\n", 1))
 
 

@@ -29,10 +29,11 @@ from meguri.deploy._kubernetes import (
 )
 from meguri.deploy._scaleout import BASE_MEMORY_MIB, HEADROOM, derive_scaling, resolve_target
 from meguri.errors import ConfigError
-from meguri.spec import parse_spec, render_example_spec
+from meguri.spec import parse_spec
 from meguri.spec._deploy import DeployEnvironment
 from meguri.spec._versions import save_spec_version
 from meguri.store import Workspace
+from meguri.testing.specs import quick_spec_text
 from meguri.train import train
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -45,12 +46,7 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 def spec_text(project: str = "k8s") -> str:
     """The bundled example (production: 2 workers, capture 0.5; budget 2 cores, 4 GB),
     trained with linear only, 2 folds and scaling only, to be quick."""
-    text = render_example_spec(project)
-    start, end = text.index("  prepare:"), text.index("  # Reproducible by row hash")
-    text = text[:start] + "  prepare:\n    - scale: {method: standard}\n" + text[end:]
-    text = text.replace("  cv_folds: 5\n", "  cv_folds: 2\n")
-    start = text.index("  allowed_algorithms:")
-    return text[:start] + "  allowed_algorithms: [linear]" + text[text.index("\n", start) :]
+    return quick_spec_text(project, scale_only=True)
 
 
 @dataclass(frozen=True)

@@ -23,20 +23,16 @@ from meguri.deploy._pipeline import (
     step_runs,
 )
 from meguri.errors import PipelineError
-from meguri.spec import render_example_spec
 from meguri.store import Workspace
 from meguri.store.metadata import RunStatus
 from meguri.testing.cli import run_meguri
+from meguri.testing.specs import quick_spec_text
 
 UNTIL_REGISTER = STEP_NAMES[: STEP_NAMES.index("register") + 1]
 
 
 def spec_text(folds: int = 2, row_min: int = 500, auc: str = "0.95") -> str:
-    text = render_example_spec("pipe")
-    start = text.index("  allowed_algorithms:")
-    end = text.index("\n", text.index("]", start))
-    text = text[:start] + "  allowed_algorithms: [linear]" + text[end:]
-    text = text.replace("  cv_folds: 5\n", f"  cv_folds: {folds}\n")
+    text = quick_spec_text("pipe", folds=folds)
     text = text.replace(
         "      - check: row_count\n        min: 500",
         f"      - check: row_count\n        min: {row_min}",

@@ -25,9 +25,10 @@ from meguri import registry
 from meguri.cli import _models
 from meguri.deploy._ray_serve import APP_BUILDER, DEPLOYMENT_NAME, build_app, ray_serve_app
 from meguri.errors import ConfigError, PackageIntegrityError
-from meguri.spec import parse_spec, render_example_spec
+from meguri.spec import parse_spec
 from meguri.spec._versions import save_spec_version
 from meguri.store import Workspace
+from meguri.testing.specs import quick_spec_text
 from meguri.train import train
 
 # ray without its serve extra fails on grpc: skip then too.
@@ -38,12 +39,7 @@ ray = pytest.importorskip("ray")
 def spec_text() -> str:
     """The bundled example (production: 2 workers; staging: 1), trained with linear only,
     2 folds and scaling only, to be quick."""
-    text = render_example_spec("k8s")
-    start, end = text.index("  prepare:"), text.index("  # Reproducible by row hash")
-    text = text[:start] + "  prepare:\n    - scale: {method: standard}\n" + text[end:]
-    text = text.replace("  cv_folds: 5\n", "  cv_folds: 2\n")
-    start = text.index("  allowed_algorithms:")
-    return text[:start] + "  allowed_algorithms: [linear]" + text[text.index("\n", start) :]
+    return quick_spec_text("k8s", scale_only=True)
 
 
 @dataclass(frozen=True)

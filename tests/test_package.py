@@ -23,8 +23,9 @@ from meguri.registry._package import build_package, column_array, log_model, sig
 from meguri.serve._model import LoadedModel
 from meguri.serve._package import load_package
 from meguri.serve._runtimes import build_model, onnx_features
-from meguri.spec import parse_spec, render_example_spec
+from meguri.spec import parse_spec
 from meguri.store import Workspace
+from meguri.testing.specs import quick_spec_text
 from meguri.train._train import TrainResult, train
 
 _RATIO = (
@@ -33,10 +34,7 @@ _RATIO = (
 
 
 def _spec(algorithm: str, *, regression: bool = False) -> meguri.ProjectSpec:
-    text = render_example_spec("pkg").replace("  cv_folds: 5\n", "  cv_folds: 2\n")
-    start = text.index("  allowed_algorithms:")
-    end = text.index("\n", text.index("]", start))
-    text = text[:start] + f"  allowed_algorithms: [{algorithm}]" + text[end:]
+    text = quick_spec_text("pkg", algorithms=(algorithm,))
     if regression:
         text = text.replace("task: binary_classification", "task: regression")
         text = text.replace("target: malignant ", "target: mean_area ").replace(_RATIO, "")

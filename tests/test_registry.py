@@ -15,6 +15,7 @@ from meguri import registry
 from meguri.errors import GateFailedError, PackageError, RegistryError
 from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import ArtifactRef, CheckResult, ModelStatus
+from meguri.testing.specs import quick_spec_text
 from meguri.train import start_run
 
 
@@ -218,12 +219,9 @@ def test_download_fetches_the_package_once_into_the_cache(ws: Workspace, tmp_pat
 
 def _fast_spec() -> meguri.ProjectSpec:
     """The bundled example spec, cut to one fast candidate and three folds."""
-    from meguri.spec import parse_spec, render_example_spec
+    from meguri.spec import parse_spec
 
-    text = render_example_spec("reg").replace("  cv_folds: 5\n", "  cv_folds: 3\n", 1)
-    start = text.index("  allowed_algorithms:")
-    end = text.index("\n", text.index("]", start))
-    return parse_spec(text[:start] + "  allowed_algorithms: [linear]" + text[end:])
+    return parse_spec(quick_spec_text("reg", folds=3))
 
 
 def test_a_trained_model_registers_loads_and_refuses_tampering(ws: Workspace) -> None:
