@@ -22,6 +22,7 @@ is a 500. With ``settings.auth_token`` set, every route but the health checks ne
 
 from __future__ import annotations
 
+import gc
 import hmac
 import itertools
 import logging
@@ -37,7 +38,7 @@ from meguri.serve._batching import MicroBatcher
 from meguri.serve._capture import Capture
 from meguri.serve._metrics import Metrics
 from meguri.serve._model import LoadedModel, Prediction
-from meguri.serve._validate import BadRequest, Batch, Limits, Validator
+from meguri.serve._validate import BadRequest, Batch, Limits, MatrixBatch, Validator
 
 if TYPE_CHECKING:
     from meguri.serve._server import ServeSettings
@@ -56,20 +57,42 @@ JSON = b"application/json"
 CSV = b"text/csv"
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _OPEN = frozenset({"/ping", "/health", "/v2/health/live", "/v2/health/ready"})
+_HEADERS = {
+    b"accept": "accept",
+    b"authorization": "authorization",
+    b"content-length": "content_length",
+    b"content-type": "content_type",
+    b"x-request-id": "given_id",
+}
 
 
 class _Request:
-    __slots__ = ("headers", "path", "receive", "request_id", "scope", "started")
+    """One request: its scope, the few headers the server reads (found in one pass over the
+    header list), its id and its arrival time."""
 
-    def __init__(self, scope: Scope, receive: Receive, request_id: str, started: float) -> None:
-        self.scope, self.receive, self.request_id, self.started = (
-            scope,
-            receive,
-            request_id,
-            started,
-        )
-        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+    __slots__ = (
+        "accept",
+        "authorization",
+        "content_length",
+        "content_type",
+        "given_id",
+        "path",
+        "receive",
+        "request_id",
+        "scope",
+        "started",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, started: float) -> None:
+        self.scope, self.receive, self.started = scope, receive, started
         self.path: str = scope["path"]
+        self.request_id = ""
+        self.accept = self.authorization = self.content_length = self.content_type = b""
+        self.given_id = b""
+        for key, value in scope["headers"]:
+            field = _HEADERS.get(key)
+            if field is not None:
+                setattr(self, field, value)
 
 
 def create_app(model: LoadedModel, *, settings: ServeSettings) -> ServeApp:
@@ -100,6 +123,7 @@ class ServeApp:
                 signature=model.signature,
             )
             self.metrics.capture_stats = self.capture.stats
+            self.batcher.on_predicted = self.capture.offer
         self._token = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
         self._labels = list(model.signature.output.labels)
         self._ids = itertools.count(1)
@@ -128,17 +152,12 @@ class ServeApp:
     # -- the request cycle ------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = self._request_id(scope["headers"])
-        request = _Request(scope, receive, request_id, started)
+        request = _Request(scope, receive, started)
+        request.request_id = self._request_id(request.given_id)
         endpoint, handler = self._route(scope["method"], request.path)
         status, body, ctype = await self._handle(request, handler)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", ctype), (b"x-request-id", request_id.encode())],
-            }
-        )
+        headers = [(b"content-type", ctype), (b"x-request-id", request.request_id.encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(endpoint, status, time.perf_counter() - started)
 
@@ -155,10 +174,11 @@ class ServeApp:
             self.metrics.error("internal")
             return 500, _error("internal", f"the model failed: {type(exc).__name__}", None), JSON
 
-    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
-        for key, value in headers:
-            if key == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
-                return value.decode()
+    def _request_id(self, given: bytes) -> str:
+        """The client's ``X-Request-Id`` (up to 128 ASCII characters), else a new one: a random
+        prefix per process and a counter."""
+        if given and len(given) <= 128 and given.isascii():
+            return given.decode()
         return f"{self._id_prefix}-{next(self._ids)}"
 
     def _route(self, method: str, path: str) -> tuple[str, Handler]:
@@ -186,8 +206,7 @@ class ServeApp:
         return "other", self._not_found
 
     def _authorize(self, request: _Request) -> None:
-        given = request.headers.get(b"authorization", b"")
-        if not hmac.compare_digest(given, self._token or b""):
+        if not hmac.compare_digest(request.authorization, self._token or b""):
             raise BadRequest(
                 "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                 code="unauthorized",
@@ -196,8 +215,8 @@ class ServeApp:
 
     async def _body(self, request: _Request) -> bytes:
         limit = self.settings.max_body_bytes
-        declared = request.headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        declared = request.content_length
+        if declared and (not declared.isdigit() or int(declared) > limit):
             raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
@@ -214,38 +233,37 @@ class ServeApp:
             chunks.append(chunk)
 
     async def _predict(self, request: _Request, batch: Batch) -> Prediction:
-        rows = len(next(iter(batch.values())))
-        prediction = await self.batcher.predict(batch, rows)
-        if self.capture is not None:
-            latency = time.perf_counter() - request.started
-            self.capture.offer(request.request_id, batch, prediction, latency)
-        return prediction
+        if isinstance(batch, MatrixBatch):
+            rows = len(batch.matrix)
+        else:
+            rows = len(next(iter(batch.values())))
+        return await self.batcher.predict(batch, rows, request.request_id, request.started)
 
     # -- handlers ---------------------------------------------------------------------------
     async def _invocations(self, request: _Request) -> tuple[int, bytes, bytes]:
-        self.batcher.arriving += 1
-        try:
-            body = await self._body(request)
-            ctype = request.headers.get(b"content-type", b"").decode("latin-1")
-            batch = proto.parse_invocation(body, ctype, self.validator)
-        finally:
-            self.batcher.arriving -= 1
+        body = await self._read(request)
+        ctype = request.content_type.decode("latin-1")
+        batch = proto.parse_invocation(body, ctype, self.validator)
         prediction = await self._predict(request, batch)
         probabilities = proto.wants_probabilities(request.scope.get("query_string", b""))
-        if CSV in request.headers.get(b"accept", b""):
+        if CSV in request.accept:
             return 200, proto.render_csv(prediction, probabilities), CSV
         return 200, proto.render_predictions(prediction, self._labels, probabilities), JSON
 
     async def _v2_infer(self, request: _Request) -> tuple[int, bytes, bytes]:
         self._check_model_name(request.path)
-        self.batcher.arriving += 1
-        try:
-            body = await self._body(request)
-            batch, request_id, wanted = proto.parse_v2_infer(body, self.validator)
-        finally:
-            self.batcher.arriving -= 1
+        body = await self._read(request)
+        batch, request_id, wanted = proto.parse_v2_infer(body, self.validator)
         prediction = await self._predict(request, batch)
         return 200, proto.render_v2(prediction, self.model, request_id, wanted), JSON
+
+    async def _read(self, request: _Request) -> bytes:
+        """The body, counted in ``batcher.arriving`` while it is read."""
+        self.batcher.arriving += 1
+        try:
+            return await self._body(request)
+        finally:
+            self.batcher.arriving -= 1
 
     async def _v2_model(self, request: _Request) -> tuple[int, bytes, bytes]:
         self._check_model_name(request.path)
@@ -322,9 +340,13 @@ class ServeApp:
                 return
 
     def startup(self) -> None:
-        """Start capture and log the time since the process started."""
+        """Start capture, move what start-up allocated out of the garbage collector's sight
+        (``gc.freeze``: later collections no longer walk the model and the imported modules,
+        which otherwise shows as latency spikes) and log the time since the process started."""
         if self.capture is not None:
             self.capture.start()
+        gc.collect()
+        gc.freeze()
         since = _since_process_start()
         log.info(
             "meguri serve: %s version %s (%s) ready %.2f s after process start",

@@ -1,8 +1,11 @@
 """Prediction capture: sampled requests written to Parquet by a background thread.
 
-A request is sampled with probability ``rate``; sampling costs one random draw and a deque
-append on the event loop, nothing else. A daemon thread wakes every ``flush_seconds`` (or when
-``flush_rows`` rows wait), builds one Arrow table per UTC date and writes it under::
+The micro-batcher hands over each predicted batch once (its columns, its prediction, and the id,
+row count and arrival time of each request in it); capture keeps one record per batch. A
+request is sampled with probability ``rate``: on the event loop that is one numpy draw per
+batch (none at rate 1) and a deque append, nothing else. A daemon thread wakes every
+``flush_seconds`` (or when ``flush_rows`` rows wait), builds one Arrow table per UTC date
+(the columns of many batches concatenated: large row groups) and writes it under::
 
     {url}/model={name}/version={version}/date=YYYY-MM-DD/part-{unix ms}-{random}.parquet
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 import uuid
@@ -35,7 +37,7 @@ import numpy as np
 
 from meguri.serve._model import Array, Prediction
 from meguri.serve._signature import Signature
-from meguri.serve._validate import Batch
+from meguri.serve._validate import Batch, MatrixBatch
 
 __all__ = ["Capture"]
 
@@ -44,11 +46,16 @@ log = logging.getLogger("meguri.serve.capture")
 
 @dataclass(slots=True)
 class _Record:
+    """One predicted batch: ``keep`` (``None``: all) marks the requests sampled."""
+
     time: float
-    request_id: str
-    latency: float
+    predicted: float
     batch: Batch
     prediction: Prediction
+    request_ids: list[str]
+    rows: list[int]
+    started: list[float]
+    keep: Array | None
 
 
 class Capture:
@@ -83,18 +90,32 @@ class Capture:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._random = np.random.default_rng()
 
-    def offer(self, request_id: str, batch: Batch, prediction: Prediction, latency: float) -> None:
-        """Maybe keep this request (event loop; never blocks)."""
-        if self.rate < 1.0 and random.random() >= self.rate:
+    def offer(
+        self,
+        batch: Batch,
+        prediction: Prediction,
+        request_ids: list[str],
+        rows: list[int],
+        started: list[float],
+    ) -> None:
+        """Maybe keep some requests of this predicted batch (event loop; never blocks)."""
+        keep = None
+        kept = total = len(prediction.values)
+        if self.rate < 1.0:
+            keep = self._random.random(len(request_ids)) < self.rate
+            if not keep.any():
+                return
+            kept = total if keep.all() else int(np.dot(keep, rows))
+        if self._pending_rows + total > self.max_rows:
+            self.dropped += kept
             return
-        rows = len(prediction.values)
-        if self._pending_rows + rows > self.max_rows:
-            self.dropped += rows
-            return
-        self._pending_rows += rows
-        self.captured += rows
-        self._buffer.append(_Record(time.time(), request_id, latency, batch, prediction))
+        self._pending_rows += total
+        self.captured += kept
+        now = time.perf_counter()
+        record = _Record(time.time(), now, batch, prediction, request_ids, rows, started, keep)
+        self._buffer.append(record)
         if self._pending_rows >= self.flush_rows:
             self._wake.set()
 
@@ -102,6 +123,10 @@ class Capture:
         return self.captured, self.dropped
 
     def start(self) -> None:
+        """Start the writer thread; pyarrow is imported now, before the server takes requests,
+        not at the first write (an import holds the interpreter for a good half second)."""
+        import pyarrow.parquet  # noqa: F401
+
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="meguri-capture", daemon=True)
             self._thread.start()
@@ -129,6 +154,7 @@ class Capture:
         if not records:
             return
         self._pending_rows -= sum(len(r.prediction.values) for r in records)
+        records = [r for r in records if r.keep is None or r.keep.any()]
         try:
             for date, group in _by_date(records).items():
                 self._write(date, group)
@@ -152,30 +178,49 @@ class Capture:
         self.files += 1
 
     def _table(self, records: list[_Record]) -> Any:
+        """One Arrow table of the sampled rows of ``records`` (writer thread)."""
         import pyarrow as pa
 
-        sizes = np.array([len(r.prediction.values) for r in records])
-        columns: dict[str, Any] = {
-            "request_id": pa.array(np.repeat([r.request_id for r in records], sizes)),
-            "row": pa.array(np.concatenate([np.arange(n) for n in sizes])),
-            "time": pa.array(
-                (np.repeat([r.time for r in records], sizes) * 1e6).astype("datetime64[us]"),
-                type=pa.timestamp("us", tz="UTC"),
-            ),
-            "latency_ms": pa.array(np.repeat([r.latency * 1000.0 for r in records], sizes)),
-            "model_name": pa.array([self.name] * int(sizes.sum()), type=pa.string()),
-            "model_version": pa.array([self.version] * int(sizes.sum()), type=pa.string()),
-        }
-        for name in self.signature.names:
-            columns[name] = _arrow(np.concatenate([r.batch[name] for r in records]))
-        columns["prediction"] = _arrow(np.concatenate([r.prediction.values for r in records]))
+        sizes = np.concatenate([r.rows for r in records])
+        keep = _row_mask(records)
+        columns = self._request_columns(records, sizes)
+        columns.update(self._input_columns(records))
+        columns["prediction"] = np.concatenate([r.prediction.values for r in records])
         probabilities = [r.prediction.probabilities for r in records]
         present = [p for p in probabilities if p is not None]
         if present and len(present) == len(probabilities):
             matrix = np.concatenate(present)
             for i, label in enumerate(self.signature.output.labels):
-                columns[f"probability_{label}"] = pa.array(matrix[:, i])
-        return pa.table(columns)
+                columns[f"probability_{label}"] = matrix[:, i]
+        if keep is not None:
+            columns = {name: values[keep] for name, values in columns.items()}
+        table = {name: _arrow(values) for name, values in columns.items()}
+        table["time"] = pa.array(columns["time"], type=pa.timestamp("us", tz="UTC"))
+        count = len(columns["row"])
+        table["model_name"] = pa.array([self.name] * count, type=pa.string())
+        table["model_version"] = pa.array([self.version] * count, type=pa.string())
+        return pa.table(table)
+
+    def _request_columns(self, records: list[_Record], sizes: Array) -> dict[str, Array]:
+        """Per row: its request's id, its index there, the batch time and the latency."""
+        ids = np.concatenate([np.asarray(r.request_ids, dtype=object) for r in records])
+        batch_rows = np.array([len(r.prediction.values) for r in records])
+        latency = np.concatenate([(r.predicted - np.asarray(r.started)) * 1000.0 for r in records])
+        starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        times = np.repeat([r.time for r in records], batch_rows) * 1e6
+        return {
+            "request_id": np.repeat(ids, sizes),
+            "row": np.arange(int(sizes.sum())) - starts,
+            "time": times.astype("datetime64[us]"),
+            "latency_ms": np.repeat(latency, sizes),
+        }
+
+    def _input_columns(self, records: list[_Record]) -> dict[str, Array]:
+        batches = [r.batch for r in records]
+        if all(isinstance(b, MatrixBatch) for b in batches):
+            matrix = np.concatenate([b.matrix for b in batches])  # type: ignore[attr-defined]
+            return {name: matrix[:, i] for i, name in enumerate(self.signature.names)}
+        return {name: np.concatenate([b[name] for b in batches]) for name in self.signature.names}
 
 
 def _arrow(values: Array) -> Any:
@@ -186,12 +231,25 @@ def _arrow(values: Array) -> Any:
     return pa.array(values)
 
 
+def _row_mask(records: list[_Record]) -> Array | None:
+    """Which rows of the records' batches were sampled; ``None``: all of them."""
+    if all(r.keep is None for r in records):
+        return None
+    masks = [
+        np.ones(len(r.prediction.values), bool) if r.keep is None else np.repeat(r.keep, r.rows)
+        for r in records
+    ]
+    return np.concatenate(masks)
+
+
 def _by_date(records: list[_Record]) -> dict[str, list[_Record]]:
-    groups: dict[str, list[_Record]] = {}
-    for record in records:
-        day = datetime.fromtimestamp(record.time, UTC).strftime("%Y-%m-%d")
-        groups.setdefault(day, []).append(record)
-    return groups
+    days: dict[int, list[_Record]] = {}
+    for record in records:  # one per predicted batch
+        days.setdefault(int(record.time // 86400), []).append(record)
+    return {
+        datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d"): group
+        for day, group in days.items()
+    }
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

@@ -62,6 +62,7 @@ _NUMERIC_TYPES = frozenset(
         "UINT64",
     }
 )
+_NATIVE = frozenset({np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)})
 _V2_TYPE = {
     "double": "FP64",
     "long": "INT64",
@@ -254,11 +255,19 @@ def wants_probabilities(query: bytes) -> bool:
 
 
 def render_predictions(pred: Prediction, labels: list[Any], probabilities: bool) -> bytes:
-    doc: dict[str, Any] = {"predictions": _plain(pred.values)}
+    doc: dict[str, Any] = {"predictions": _json_array(pred.values)}
     if probabilities and pred.probabilities is not None:
-        doc["probabilities"] = pred.probabilities.tolist()
+        doc["probabilities"] = _json_array(pred.probabilities)
         doc["labels"] = labels
-    return orjson.dumps(doc)
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_array(values: Array) -> Any:
+    """``values`` as orjson renders it without a Python list (float64, int64, bool arrays:
+    written exactly as ``tolist()`` would be), else as plain Python values."""
+    if values.dtype in _NATIVE and values.flags.c_contiguous:
+        return values
+    return _plain(values) if values.ndim == 1 else values.tolist()
 
 
 def render_csv(pred: Prediction, probabilities: bool) -> bytes:

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 
-from meguri.data._transform import FittedTransform
 from meguri.errors import PackageError
 from meguri.serve._model import Array, LoadedModel, Prediction
 from meguri.serve._signature import Signature
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from meguri.data._transform import FittedTransform
 
 __all__ = [
     "RUNTIMES",
@@ -136,6 +139,8 @@ class TransformModel(LoadedModel):
 
 def polars_features(transform: FittedTransform, signature: Signature) -> Features:
     """``transform.json`` on Polars: a one-row frame per request."""
+    import polars as pl
+
     names = signature.names
 
     def features(batch: Mapping[str, Array]) -> Array:
@@ -190,6 +195,8 @@ def _stacker(names: list[str], dtype: np.dtype[Any]) -> Callable[[Mapping[str, A
 
 
 def _series(name: str, values: Array) -> pl.Series:
+    import polars as pl
+
     if values.dtype.kind == "f":
         return pl.Series(name, values, nan_to_null=True)
     return pl.Series(name, values)
@@ -238,6 +245,9 @@ def _features(
 ) -> Features:
     entry = estimator.get("transform")
     if not entry:
+        # Only packages whose transform has no ONNX form need Polars and meguri.data.
+        from meguri.data._transform import FittedTransform
+
         return polars_features(FittedTransform.from_json(files["transform.json"]), signature)
     return onnx_features(files[entry["file"]], entry, signature)
 

@@ -84,12 +84,19 @@ class PackageSource:
     version: str | None = None
 
     def load(self) -> LoadedModel:
-        from meguri.serve._package import load_package  # type: ignore[import-not-found,unused-ignore]
+        from meguri.serve._package import load_package
 
         model: LoadedModel = load_package(
             self.folder, expected_digest=self.digest, name=self.name, version=self.version
         )
         return model
+
+    def verify(self) -> None:
+        """Check every file's sha256 now (what each worker's :meth:`load` repeats), so that a
+        changed package stops the command before any worker starts."""
+        from meguri.serve._package import read_verified
+
+        read_verified(self.folder, expected_digest=self.digest)
 
     def to_json(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "folder": str(self.folder)})
@@ -122,6 +129,7 @@ def serve(source: LoadedModel | PackageSource, settings: ServeSettings) -> None:
                 "serve: --workers > 1 needs a package folder (each worker loads "
                 "the model itself), not a model object"
             )
+        source.verify()
         os.environ[_SOURCE_ENV] = source.to_json()
         os.environ[_SETTINGS_ENV] = settings.to_json()
         uvicorn.run(
