@@ -339,7 +339,8 @@ def _deploy_timed(ws: Workspace, ref: str, env: str, figures: Rollout, started: 
     began = time.perf_counter()
     started.append(env)
     with console.status(f"deploying {ref} to {env} (a supervised endpoint on loopback)…"):
-        revision = deploy(ref, env=env, workspace=ws, reason="meguri demo")
+        # All at once: on a re-run the endpoint may still serve an earlier demo's version.
+        revision = deploy(ref, env=env, workspace=ws, strategy="all_at_once", reason="meguri demo")
     took = time.perf_counter() - began
     setattr(figures, f"{env}_s", took)
     url = status(env, workspace=ws).url or ""

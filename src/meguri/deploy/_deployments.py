@@ -147,7 +147,7 @@ def deploy(
     plan = _strategy(settings, strategy)
     repo = ws.metadata.deployments
     deployment = repo.ensure(ws.project.id, env, version.name, by=ws.user)
-    current = _current(ws, deployment)
+    current = _abandon_if_stopped(ws, env, _current(ws, deployment))
     if current is not None and current.state.is_active:
         raise ConflictError(
             f"deploy: revision {current.number} of {env!r} is still rolling out ({current.state}); "
@@ -174,6 +174,22 @@ def _current(ws: Workspace, deployment: Deployment) -> DeploymentRevision | None
     if deployment.current_revision_id is None:
         return None
     return ws.metadata.deployments.get_revision(deployment.current_revision_id)
+
+
+def _abandon_if_stopped(
+    ws: Workspace, env: str, current: DeploymentRevision | None
+) -> DeploymentRevision | None:
+    """A revision still marked as rolling out while no supervisor runs (the endpoint was
+    stopped, or its supervisor died, mid-rollout) is marked failed: nothing is rolling it out."""
+    if current is None or not current.state.is_active:
+        return current
+    if _supervisor_running(state_dir(ws.root, env)):
+        return current
+    return ws.metadata.deployments.set_revision_state(
+        current.id,
+        RevisionState.FAILED,
+        detail={"abandoned": "no supervisor was running its rollout (endpoint stopped)"},
+    )
 
 
 def _ensure_supervisor(ws: Workspace, env: str, settings: DeployEnvironment) -> None:
@@ -231,7 +247,9 @@ def wait_settled(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = _current(ws, ws.metadata.deployments.get(ws.project.id, env))
-        if current is not None and not current.state.is_active:
+        # A rolled-back revision is current only until its rollback revision is written.
+        settled = current is not None and not current.state.is_active
+        if settled and current is not None and current.state is not RevisionState.ROLLED_BACK:
             return current
         time.sleep(0.1)
     raise DeploymentError(f"deploy: the rollout of {env!r} did not settle within {timeout:g} s")
@@ -314,4 +332,5 @@ def stop(env: str, *, workspace: Workspace | None = None, timeout: float = 15.0)
     deadline = time.monotonic() + timeout
     while state.is_dir() and _supervisor_running(state) and time.monotonic() < deadline:
         time.sleep(0.05)
+    _abandon_if_stopped(ws, env, _current(ws, deployment))
     return repo.update(deployment.id, state=DeploymentState.STOPPED, clear_pid=True)
