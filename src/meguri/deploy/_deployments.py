@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meguri.deploy._supervisor import state_dir
 from meguri.errors import ConfigError, ConflictError, DeploymentError
@@ -44,11 +44,15 @@ from meguri.store.metadata import (
 )
 from meguri.store.metadata.repositories.deployments import NewRevision
 
+if TYPE_CHECKING:
+    from meguri.spec import ProjectSpec
+
 __all__ = [
     "DeploymentStatus",
     "deploy",
     "history",
     "rollback",
+    "spec_environment",
     "status",
     "stop",
     "wait_settled",
@@ -78,12 +82,22 @@ def _environment(ws: Workspace, env: str, override: DeployEnvironment | None) ->
         return DeployEnvironment()
     from meguri.spec import load_spec
 
-    spec = load_spec(ws.root / SPEC_FILE)
+    return spec_environment(load_spec(ws.root / SPEC_FILE), env)
+
+
+def spec_environment(
+    spec: ProjectSpec | None, env: str, *, declared: bool = True
+) -> DeployEnvironment:
+    """``deploy.environments.<env>`` of ``spec`` (the defaults when absent), its p99 threshold
+    defaulting to ``requirements.non_functional.latency_p95_ms``. With ``declared``, a spec
+    that lists environments but not ``env`` is a :class:`ConfigError`."""
+    if spec is None:
+        return DeployEnvironment()
     environments = spec.deploy.environments
-    if environments and env not in environments:
+    if declared and environments and env not in environments:
         raise ConfigError(
-            f"deploy: environment {env!r} is not in deploy.environments of {SPEC_FILE} "
-            f"({', '.join(sorted(environments))}); add it there or pick one of those"
+            f"deploy: environment {env!r} is not in the spec's deploy.environments "
+            f"({', '.join(sorted(environments))}); add it to {SPEC_FILE} or pick one of those"
         )
     found = environments.get(env, DeployEnvironment())
     latency = spec.requirements.non_functional.latency_p95_ms

@@ -304,14 +304,9 @@ STAGING = "staging"
 def staging_environment(spec: ProjectSpec) -> DeployEnvironment:
     """``deploy.environments.staging`` of the spec (defaults when absent; port 0 = a free
     one), its p99 threshold defaulting to ``requirements.non_functional.latency_p95_ms``."""
-    from meguri.spec._deploy import DeployEnvironment
+    from meguri.deploy._deployments import spec_environment
 
-    found = spec.deploy.environments.get(STAGING, DeployEnvironment())
-    latency = spec.requirements.non_functional.latency_p95_ms
-    if found.thresholds.max_p99_ms is None and latency is not None:
-        thresholds = found.thresholds.model_copy(update={"max_p99_ms": latency})
-        found = found.model_copy(update={"thresholds": thresholds})
-    return found
+    return spec_environment(spec, STAGING, declared=False)
 
 
 def deploy_staging(ctx: Context) -> dict[str, Any]:

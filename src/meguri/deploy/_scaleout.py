@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meguri.errors import ConfigError
+from meguri.deploy._deployments import spec_environment
 from meguri.spec._deploy import DeployEnvironment
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def resolve_target(ref: str, *, env: str, workspace: Workspace | None = None) ->
     package = download_package(version.id, workspace=ws)
     read_verified(package, expected_digest=version.package_digest)
     spec, spec_hash = _spec(ws, version)
-    environment = _environment(spec, env)
+    environment = spec_environment(spec, env)
     scaling = derive_scaling(environment, spec, _package_bytes(version))
     return ScaleOutTarget(version, package, env, environment, scaling, spec_hash)
 
@@ -115,16 +115,6 @@ def _spec(ws: Workspace, version: ModelVersion) -> tuple[ProjectSpec | None, str
         return None, None
     stored = ws.metadata.specs.get(version.spec_version_id)
     return parse_spec(stored.content), stored.hash
-
-
-def _environment(spec: ProjectSpec | None, env: str) -> DeployEnvironment:
-    environments = spec.deploy.environments if spec is not None else {}
-    if environments and env not in environments:
-        raise ConfigError(
-            f"--env {env!r} is not in the spec's deploy.environments "
-            f"({', '.join(sorted(environments))}); add it there or pick one of those"
-        )
-    return environments.get(env, DeployEnvironment())
 
 
 def _package_bytes(version: ModelVersion) -> int:
