@@ -5,18 +5,15 @@ Imported by the other ``test_serve_*`` modules; its own tests check the helpers 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import socket
-import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import uvicorn
 
 from meguri.serve._model import Array, LoadedModel, Prediction
+from meguri.serve._server import app_in_background
 from meguri.serve._signature import Column, Output, Signature
 
 
@@ -94,26 +91,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn (httptools, uvloop) in a thread; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-        lifespan="on", log_level="warning", access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "the test server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+running = app_in_background
+"""Serve an ASGI app with uvicorn (httptools, uvloop) in a thread; yields its base URL."""
 
 
 def test_onnx_model_matches_scikit_learn() -> None:

@@ -22,7 +22,14 @@ from typing import Any
 from meguri.errors import ConfigError
 from meguri.serve._model import LoadedModel
 
-__all__ = ["PackageSource", "ServeSettings", "app_factory", "serve", "serve_in_background"]
+__all__ = [
+    "PackageSource",
+    "ServeSettings",
+    "app_factory",
+    "app_in_background",
+    "serve",
+    "serve_in_background",
+]
 
 _SOURCE_ENV = "MEGURI_SERVE_SOURCE"
 _SETTINGS_ENV = "MEGURI_SERVE_SETTINGS"
@@ -146,22 +153,30 @@ def serve(source: LoadedModel | PackageSource, settings: ServeSettings) -> None:
 def serve_in_background(model: LoadedModel, settings: ServeSettings) -> Iterator[str]:
     """Serve ``model`` from a thread of this process (one worker; ``settings.port`` 0 picks a
     free port) and yield the base URL once it accepts requests; stop it on exit."""
+    from meguri.serve._app import create_app
+
+    app = create_app(model, settings=settings)
+    with app_in_background(app, host=settings.host, port=settings.port) as url:
+        yield url
+
+
+@contextmanager
+def app_in_background(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run the ASGI ``app`` under uvicorn (httptools, uvloop) in a thread of this process;
+    yield its base URL once it accepts requests (``port`` 0: a free one); stop it on exit."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    from meguri.serve._app import create_app
-
-    port = settings.port
     if port == 0:
         with socket.socket() as sock:
-            sock.bind((settings.host, 0))
+            sock.bind((host, 0))
             port = int(sock.getsockname()[1])
     config = uvicorn.Config(
-        create_app(model, settings=settings), host=settings.host, port=port, loop="uvloop",
-        http="httptools", lifespan="on", log_level="warning", access_log=False,
+        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        log_level="warning", access_log=False,
     )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="meguri-serve", daemon=True)
@@ -171,9 +186,9 @@ def serve_in_background(model: LoadedModel, settings: ServeSettings) -> Iterator
         time.sleep(0.01)
     if not server.started:
         server.should_exit = True
-        raise ConfigError(f"serve: the server did not start on {settings.host}:{port}")
+        raise ConfigError(f"serve: the server did not start on {host}:{port}")
     try:
-        yield f"http://{settings.host}:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
