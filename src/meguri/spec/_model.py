@@ -33,6 +33,7 @@ from pydantic import (
 
 from meguri.spec._deploy import DeployEnvironment as DeployEnvironment
 from meguri.spec._deploy import DeploySpec as DeploySpec
+from meguri.spec._monitor import MonitorSpec as MonitorSpec
 from meguri.spec._prepare import PrepareStep, SplitSpec
 from meguri.spec._quality import QualitySpec
 
@@ -444,11 +445,6 @@ class PipelineSpec(_Open):
     """When to re-run the pipeline: a duration (``1d``) or a cron expression."""
 
 
-class MonitorSpec(_Open):
-    window: Duration = "1h"
-    drift_threshold: PositiveFloat = 0.1
-
-
 _OPEN_SECTIONS = ("data", "model", "pipeline", "deploy", "monitor")
 
 
@@ -479,6 +475,7 @@ class ProjectSpec(_Closed):
         problems += self._excluded_column_problems()
         problems += self._model_column_problems()
         problems += self._fairness_criterion_problems()
+        problems += self._alert_criterion_problems()
         _raise_if(problems)
         return self
 
@@ -526,6 +523,20 @@ class ProjectSpec(_Closed):
                 fix = "fairness gaps are measured on test; set measured_on: test"
                 problems.append((("success_criteria", i, "measured_on"), fix))
         return problems
+
+    def _alert_criterion_problems(self) -> list[tuple[Loc, str]]:
+        """An alert on a criterion names one measured on production."""
+        production = [c.id for c in self.criteria_on("production")]
+        return [
+            (
+                ("monitor", "alerts", i, "criterion"),
+                f"{alert.criterion!r} is not a success criterion measured on production "
+                f"(those are: {production or 'none'}); name one or add it with "
+                "measured_on: production",
+            )
+            for i, alert in enumerate(self.monitor.alerts)
+            if alert.criterion is not None and alert.criterion not in production
+        ]
 
     def _excluded_column_problems(self) -> list[tuple[Loc, str]]:
         excluded = set(self.constraints.excluded_columns)

@@ -160,7 +160,7 @@ deploy:
 # 5. Monitoring.
 monitor:
   window: 1h
-  drift_threshold: 0.1
+  drift: {threshold: 0.1, share: 0.5}   # Evidently's default rule; per-column overrides
 """
 
 
