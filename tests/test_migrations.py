@@ -267,3 +267,46 @@ def test_upgrade_from_0003_keeps_the_data_and_adds_the_registry(
         assert store.models.list_models("proj-old") == []
     finally:
         store.close()
+
+
+def test_upgrade_from_0005_keeps_the_deployments_and_adds_monitoring(
+    engine: sa.Engine, metadata_url: str
+) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+    from meguri.store.metadata.repositories.monitor import NewWindow
+
+    config = _alembic_config()
+    with engine.execution_options(meguri_write=True).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+        conn.execute(
+            sa.text(
+                "INSERT INTO projects (id, name, created_at, created_by) "
+                "VALUES ('proj-old', 'old', 1.0, 'ann')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO deployments (id, project_id, environment, model_name, state, port, "
+                "pid, current_revision_id, current_number, updated_at, created_at, created_by) "
+                "VALUES ('dep-old', 'proj-old', 'production', 'churn', 'serving', 8080, NULL, "
+                "NULL, 0, 2.0, 2.0, 'ann')"
+            )
+        )
+    assert _revision(engine) == "0005"
+    assert "monitor_windows" not in sa.inspect(engine).get_table_names()
+    assert migrate(engine) is True
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        assert store.deployments.get("proj-old", "production").port == 8080
+        [window] = store.monitor.save_windows(
+            [NewWindow("proj-old", "production", 0.0, 3600.0, 3, figures={"requests": 3.0})]
+        )
+        assert store.monitor.windows("proj-old", "production") == [window]
+        assert store.monitor.alerts("proj-old") == []
+    finally:
+        store.close()

@@ -1,6 +1,8 @@
 """The metadata store (SQLAlchemy 2 + Alembic): SQLite by default, PostgreSQL by URL."""
 
 from meguri.store.metadata._entities import (
+    Alert,
+    AlertState,
     ArtifactRef,
     CheckResult,
     Dataset,
@@ -18,6 +20,7 @@ from meguri.store.metadata._entities import (
     ModelEvent,
     ModelStatus,
     ModelVersion,
+    MonitorWindow,
     Project,
     RevisionState,
     Run,
@@ -27,6 +30,8 @@ from meguri.store.metadata._entities import (
 from meguri.store.metadata._store import MetadataStore, open_metadata_store
 
 __all__ = [
+    "Alert",
+    "AlertState",
     "ArtifactRef",
     "CheckResult",
     "Dataset",
@@ -45,6 +50,7 @@ __all__ = [
     "ModelEvent",
     "ModelStatus",
     "ModelVersion",
+    "MonitorWindow",
     "Project",
     "RevisionState",
     "Run",

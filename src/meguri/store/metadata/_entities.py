@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class RunStatus(StrEnum):
@@ -359,3 +359,57 @@ class DeploymentRevision:
     def target(self, role: str) -> DeploymentTarget | None:
         """The first target with ``role``, or None."""
         return next((t for t in self.targets if t.role == role), None)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorWindow:
+    """What one deployment environment saw over the time window ``[start, end)`` (epoch
+    seconds, UTC): ``rows`` captured predictions, how many each model version answered
+    (``model_versions``: ``{"name@version": rows}``), the flat named ``figures`` that alerts,
+    charts and Prometheus read (None: not measured, or not a number) and the ``details`` they
+    came from (the drift report, quality, accuracy and system breakdowns).
+
+    A window is identified by ``(project_id, environment, start, end)``: computing it again
+    (late feedback brings labels) replaces its content and keeps its ``id``, so alerts that
+    point at it stay valid; ``created_at`` is when its content was last computed."""
+
+    id: str
+    project_id: str
+    environment: str
+    start: float
+    end: float
+    rows: int
+    model_versions: dict[str, int]
+    figures: dict[str, float | None]
+    details: dict[str, Any]
+    created_at: float
+
+
+class AlertState(StrEnum):
+    """An alert ``firing`` until its rule clears (with hysteresis), then ``resolved``."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One episode of an alert rule firing in an environment: from ``started_at`` (fired by
+    window ``window_id``) to ``resolved_at``; ``value`` and ``last_window_id`` follow the latest
+    window evaluated. ``detail`` gathers what the alert caused: the notifications sent and their
+    outcome, the retraining run, model version and deployment revision it started. At most one
+    alert of a rule fires per project environment at a time."""
+
+    id: str
+    project_id: str
+    environment: str
+    rule: str
+    severity: str
+    state: AlertState
+    value: float | None
+    started_at: float
+    resolved_at: float | None
+    window_id: str
+    last_window_id: str
+    detail: dict[str, Any]
+    created_at: float

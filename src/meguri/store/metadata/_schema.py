@@ -337,3 +337,51 @@ deployment_revisions = sa.Table(
     *_created(),
     sa.UniqueConstraint("deployment_id", "number"),
 )
+
+# A window is identified by (project, environment, start, end); the unique index also serves
+# the one hot query, a project environment's windows over a time range ordered by start.
+# ``figures`` is a JSON column (not text) so that ad-hoc SQL can read one figure over time
+# (``figures ->> 'drift.share'`` on PostgreSQL, ``JSON_EXTRACT`` on SQLite).
+monitor_windows = sa.Table(
+    "monitor_windows",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("environment", sa.String(100), nullable=False),
+    sa.Column("start", sa.Double, nullable=False),
+    sa.Column("end", sa.Double, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("model_versions_json", sa.Text, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("details_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("project_id", "environment", "start", "end"),
+    sa.Index(None, "project_id", "environment", "end"),
+)
+
+# At most one firing alert per (project, environment, rule): ``firing_rule`` holds the rule
+# while the alert fires and NULL once resolved, and NULLs never collide in a unique constraint
+# (SQLite and PostgreSQL alike), so the database refuses a second firing alert even when two
+# writers race past the repository's own check.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("environment", sa.String(100), nullable=False),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("firing_rule", sa.String(200), nullable=True),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("resolved_at", sa.Double, nullable=True),
+    sa.Column("window_id", _ID, sa.ForeignKey("monitor_windows.id"), nullable=False),
+    sa.Column("last_window_id", _ID, sa.ForeignKey("monitor_windows.id"), nullable=False),
+    sa.Column("detail_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("project_id", "environment", "firing_rule"),
+    sa.Index(None, "project_id", "created_at"),
+    sa.Index(None, "window_id"),
+    sa.Index(None, "last_window_id"),
+)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from meguri.store.metadata.repositories.deployments import DeploymentRepository
     from meguri.store.metadata.repositories.documents import DocumentRepository
     from meguri.store.metadata.repositories.models import ModelRepository
+    from meguri.store.metadata.repositories.monitor import MonitorRepository
     from meguri.store.metadata.repositories.projects import ProjectRepository
     from meguri.store.metadata.repositories.runs import RunRepository
     from meguri.store.metadata.repositories.specs import SpecRepository
@@ -76,6 +77,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.deployments import DeploymentRepository
 
         return DeploymentRepository(self.db)
+
+    @cached_property
+    def monitor(self) -> MonitorRepository:
+        from meguri.store.metadata.repositories.monitor import MonitorRepository
+
+        return MonitorRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -1,0 +1,1 @@
+from meguri.testing.contract_monitor import *  # noqa: F403
