@@ -158,9 +158,26 @@ deploy:
       capture_rate: 0.5
 
 # 5. Monitoring.
+# Windows of captured traffic: data quality, drift against the training baseline, latency,
+# errors, and accuracy once labels arrive (`meguri feedback`). Alerts fire when k of the last
+# N windows breach; `retrain: true` runs the pipeline on fresh data and canaries the result.
 monitor:
   window: 1h
-  drift: {threshold: 0.1, share: 0.5}   # Evidently's default rule; per-column overrides
+  drift: {threshold: 0.1, p_value: 0.05, share: 0.5}   # Evidently's default rule
+  alerts:
+    - name: data-drift
+      criterion: drift-production  # a window's drift share breaking the criterion
+      windows: 1
+      of: 2
+      notify: [log]
+      retrain: true
+    - name: production-auc
+      criterion: auc-production
+      severity: critical
+      notify: [log]
+  notifiers:
+    log: {kind: log}           # also webhook (Alertmanager JSON), slack, email
+  retrain: {environment: production, cooldown: 1h}
 """
 
 
