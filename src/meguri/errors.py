@@ -42,6 +42,7 @@ __all__ = [
     "InvalidInputError",
     "MeguriError",
     "MetadataStoreError",
+    "MonitorError",
     "NotFoundError",
     "PackageError",
     "PackageIntegrityError",
@@ -147,3 +148,8 @@ class PipelineError(MeguriError):
 
 class DeploymentError(MeguriError):
     """An endpoint did not come up or settle in time (its message names the supervisor log)."""
+
+
+class MonitorError(MeguriError):
+    """Monitoring cannot run as asked (an unknown environment, a capture or feedback file it
+    cannot read, a model version without its monitoring baseline)."""

@@ -11,6 +11,7 @@ document):
 ``GET /v2``, ``GET /v2/models/{name}``      v2 server and model metadata
 ``POST /v2/models/{name}/infer``            v2 inference (also ``/versions/{version}/infer``)
 ``GET /metrics``                            Prometheus text (:mod:`meguri.serve._metrics`)
+``POST /feedback``                          ground truth by request id (capture on; else 503)
 ``GET /openapi.json``                       the OpenAPI 3 document of these routes
 ==========================================  ====================================================
 
@@ -18,6 +19,11 @@ Every response carries ``X-Request-Id`` (the request's own, or a generated one).
 ``{"error": {"code", "message", "column"}}`` with a 4xx status; only a failure of the model itself
 is a 500. With ``settings.auth_token`` set, every route but the health checks needs
 ``Authorization: Bearer <token>`` (compared in constant time), else 401.
+
+With capture on, the capture writer thread also records system samples of the process
+(:mod:`meguri.serve._system`) and the feedback ``POST /feedback`` accepts
+(:func:`~meguri.serve._capture.parse_feedback`): the answer is 202 with the count accepted,
+the rows reach Parquet with the next flush.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import orjson
 
 from meguri.serve import _protocols as proto
 from meguri.serve._batching import MicroBatcher
-from meguri.serve._capture import Capture
+from meguri.serve._capture import Capture, LabelRule, parse_feedback
 from meguri.serve._metrics import Metrics
 from meguri.serve._model import LoadedModel, Prediction
 from meguri.serve._validate import BadRequest, Batch, Limits, MatrixBatch, Validator
@@ -121,6 +127,7 @@ class ServeApp:
                 name=model.name,
                 version=model.version,
                 signature=model.signature,
+                metrics=self.metrics,
             )
             self.metrics.capture_stats = self.capture.stats
             self.batcher.on_predicted = self.capture.offer
@@ -138,7 +145,9 @@ class ServeApp:
             ("GET", "/v2"): ("/v2", self._v2_server),
             ("GET", "/metrics"): ("/metrics", self._metrics),
             ("GET", "/openapi.json"): ("/openapi.json", self._openapi_doc),
+            ("POST", "/feedback"): ("/feedback", self._feedback),
         }
+        self._label_rule = LabelRule(model.signature.output)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -155,23 +164,25 @@ class ServeApp:
         request = _Request(scope, receive, started)
         request.request_id = self._request_id(request.given_id)
         endpoint, handler = self._route(scope["method"], request.path)
-        status, body, ctype = await self._handle(request, handler)
+        status, body, ctype = await self._handle(request, handler, endpoint)
         headers = [(b"content-type", ctype), (b"x-request-id", request.request_id.encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(endpoint, status, time.perf_counter() - started)
 
-    async def _handle(self, request: _Request, handler: Handler) -> tuple[int, bytes, bytes]:
+    async def _handle(
+        self, request: _Request, handler: Handler, endpoint: str
+    ) -> tuple[int, bytes, bytes]:
         try:
             if self._token is not None and request.path not in _OPEN:
                 self._authorize(request)
             return await handler(request)
         except BadRequest as err:
-            self.metrics.error(err.code)
+            self.metrics.error(err.code, endpoint)
             return err.status, _error(err.code, str(err), err.column), JSON
         except Exception as exc:
             log.exception("request %s failed", request.request_id)
-            self.metrics.error("internal")
+            self.metrics.error("internal", endpoint)
             return 500, _error("internal", f"the model failed: {type(exc).__name__}", None), JSON
 
     def _request_id(self, given: bytes) -> str:
@@ -265,6 +276,25 @@ class ServeApp:
         finally:
             self.batcher.arriving -= 1
 
+    async def _feedback(self, request: _Request) -> tuple[int, bytes, bytes]:
+        """Ground truth for earlier predictions, written by the capture thread (202)."""
+        if self.capture is None:
+            raise BadRequest(
+                "feedback needs prediction capture, which is off on this server; start it "
+                "with --capture-rate and --capture-url (deployments capture by default)",
+                code="feedback_unavailable",
+                status=503,
+            )
+        batch = parse_feedback(proto.parse_json(await self._body(request)), self._label_rule)
+        if not self.capture.offer_feedback(batch):
+            raise BadRequest(
+                "the feedback buffer is full; retry in a few seconds",
+                code="feedback_buffer_full",
+                status=503,
+            )
+        document = {"accepted": len(batch.request_ids), "duplicates": batch.duplicates}
+        return 202, orjson.dumps(document), JSON
+
     async def _v2_model(self, request: _Request) -> tuple[int, bytes, bytes]:
         self._check_model_name(request.path)
         return 200, proto.v2_metadata(self.model), JSON
@@ -309,7 +339,10 @@ class ServeApp:
             from meguri.serve._openapi import openapi_document
 
             secured = self._token is not None
-            self._openapi = orjson.dumps(openapi_document(self.model, secured=secured))
+            document = openapi_document(
+                self.model, secured=secured, feedback=self.capture is not None
+            )
+            self._openapi = orjson.dumps(document)
         return 200, self._openapi, JSON
 
     async def _not_found(self, request: _Request) -> tuple[int, bytes, bytes]:

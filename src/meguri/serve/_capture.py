@@ -19,11 +19,22 @@ One row per predicted row, columns: ``request_id`` (string), ``row`` (index in t
 ``time`` (timestamp[us, UTC]), ``latency_ms`` (arrival to prediction), ``model_name``,
 ``model_version``, one column per signature input (its batch dtype), ``prediction`` and, for
 classifiers, ``probability_<label>`` per label.
+
+The same thread writes two more tables beside the predictions (see :func:`write_part`):
+
+* system samples of the process (:mod:`meguri.serve._system`) under ``{url}/_system/...``,
+  a sample every ``flush_seconds``, written with the predictions of the same flush (when idle,
+  every ``system_write_seconds``; at shutdown, a last sample and all);
+* ground truth posted to ``POST /feedback`` (:func:`parse_feedback`), under
+  ``{url}/_feedback/date=YYYY-MM-DD/part-*.parquet`` with the fixed schema of
+  :func:`feedback_schema`: ``request_id``, ``row``, ``label`` (text: a classifier's label as
+  its signature spells it, a regression target as the number's ``repr``) and ``time``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -31,17 +42,34 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from meguri.serve._metrics import Metrics
 from meguri.serve._model import Array, Prediction
-from meguri.serve._signature import Signature
-from meguri.serve._validate import Batch, MatrixBatch
+from meguri.serve._signature import Output, Signature
+from meguri.serve._system import SYSTEM_FOLDER, SystemSample, SystemSampler, system_table
+from meguri.serve._validate import BadRequest, Batch, MatrixBatch
 
-__all__ = ["Capture"]
+__all__ = [
+    "FEEDBACK_FOLDER",
+    "MAX_REQUEST_ID",
+    "Capture",
+    "FeedbackBatch",
+    "LabelRule",
+    "feedback_schema",
+    "feedback_table",
+    "parse_feedback",
+    "write_part",
+]
+
+FEEDBACK_FOLDER = "_feedback"
+MAX_REQUEST_ID = 200
+"""Longest request id (characters) feedback accepts."""
 
 log = logging.getLogger("meguri.serve.capture")
+_T = TypeVar("_T", "_Record", "FeedbackBatch", SystemSample)
 
 
 @dataclass(slots=True)
@@ -72,6 +100,8 @@ class Capture:
         flush_seconds: float = 5.0,
         flush_rows: int = 50_000,
         max_buffer_rows: int = 1_000_000,
+        metrics: Metrics | None = None,
+        system_write_seconds: float = 60.0,
     ) -> None:
         import fsspec
 
@@ -91,6 +121,12 @@ class Capture:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._random = np.random.default_rng()
+        self._flushing = threading.Lock()
+        self._feedback: deque[FeedbackBatch] = deque()
+        self._feedback_rows = 0
+        self.system = None if metrics is None else SystemSampler(metrics, interval=flush_seconds)
+        self.system_write_seconds = system_write_seconds
+        self._system_written = time.monotonic()
 
     def offer(
         self,
@@ -122,12 +158,25 @@ class Capture:
     def stats(self) -> tuple[int, int]:
         return self.captured, self.dropped
 
+    def offer_feedback(self, batch: FeedbackBatch) -> bool:
+        """Queue ground truth for the writer (event loop; never blocks); ``False`` when the
+        buffer already holds ``max_buffer_rows`` feedback rows."""
+        if self._feedback_rows + len(batch.request_ids) > self.max_rows:
+            return False
+        self._feedback_rows += len(batch.request_ids)
+        self._feedback.append(batch)
+        return True
+
     def start(self) -> None:
         """Start the writer thread; pyarrow is imported now, before the server takes requests,
         not at the first write (an import holds the interpreter for a good half second)."""
         import pyarrow.parquet  # noqa: F401
 
+        if self.system is not None:
+            self.system.start()
+            self._system_written = time.monotonic()
         if self._thread is None:
+            self._stop = False  # started again after a close (a version routed to again)
             self._thread = threading.Thread(target=self._run, name="meguri-capture", daemon=True)
             self._thread.start()
 
@@ -138,21 +187,34 @@ class Capture:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self.flush()
+        self.flush(final=True)
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.wait(self.flush_seconds)
+            wait = self.flush_seconds
+            if self.system is not None:
+                wait = min(wait, self.system.seconds_to_next())
+            self._wake.wait(wait)
             self._wake.clear()
             self.flush()
 
-    def flush(self) -> None:
-        """Write every buffered record now (the thread calls this; tests may too)."""
+    def flush(self, *, final: bool = False) -> None:
+        """Write every buffered record and feedback now, take a system sample when one is due
+        and write the samples when their file is due (``final``: sample and write now). The
+        thread calls this; tests may too."""
+        with self._flushing:
+            busy = self._flush_predictions()
+            self._flush_feedback()
+            self._flush_system(final=final, busy=busy)
+
+    def _flush_predictions(self) -> bool:
+        """Write the buffered predictions; whether there were any (system samples are then
+        written beside them, so a window's figures and its rows arrive together)."""
         records: list[_Record] = []
         while self._buffer:
             records.append(self._buffer.popleft())
         if not records:
-            return
+            return False
         self._pending_rows -= sum(len(r.prediction.values) for r in records)
         records = [r for r in records if r.keep is None or r.keep.any()]
         try:
@@ -160,22 +222,52 @@ class Capture:
                 self._write(date, group)
         except Exception:  # the server keeps serving; the loss is logged
             log.exception("prediction capture: writing %d records failed", len(records))
+        return True
 
     def _write(self, date: str, records: list[_Record]) -> None:
-        import pyarrow.parquet as pq
-
-        table = self._table(records)
         folder = f"{self.root}/model={self.name}/version={self.version}/date={date}"
-        name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}.parquet"
-        self.fs.makedirs(folder, exist_ok=True)
-        if self.local:
-            temp = f"{folder}/.{name}.tmp"
-            pq.write_table(table, temp)
-            os.replace(temp, f"{folder}/{name}")
-        else:
-            with self.fs.open(f"{folder}/{name}", "wb") as handle:
-                pq.write_table(table, handle)
+        write_part(self.fs, folder, self._table(records), local=self.local)
         self.files += 1
+
+    def _flush_feedback(self) -> None:
+        batches: list[FeedbackBatch] = []
+        while self._feedback:
+            batches.append(self._feedback.popleft())
+        if not batches:
+            return
+        self._feedback_rows -= sum(len(b.request_ids) for b in batches)
+        try:
+            for date, group in _by_date(batches).items():
+                table = feedback_table(
+                    [i for b in group for i in b.request_ids],
+                    [r for b in group for r in b.rows],
+                    [label for b in group for label in b.labels],
+                    [b.time for b in group for _ in b.request_ids],
+                )
+                write_part(
+                    self.fs, f"{self.root}/{FEEDBACK_FOLDER}/date={date}", table, local=self.local
+                )
+        except Exception:  # the server keeps serving; the loss is logged
+            log.exception("feedback capture: writing %d batches failed", len(batches))
+
+    def _flush_system(self, *, final: bool, busy: bool) -> None:
+        if self.system is None:
+            return
+        self.system.sample(force=final)
+        due = time.monotonic() - self._system_written >= self.system_write_seconds
+        if not (final or busy or due):
+            return
+        samples = self.system.take()
+        self._system_written = time.monotonic()
+        if not samples:
+            return
+        base = f"{self.root}/{SYSTEM_FOLDER}/model={self.name}/version={self.version}"
+        try:
+            for date, group in _by_date(samples).items():
+                table = system_table(group, name=self.name, version=self.version)
+                write_part(self.fs, f"{base}/date={date}", table, local=self.local)
+        except Exception:
+            log.exception("system samples: writing %d samples failed", len(samples))
 
     def _table(self, records: list[_Record]) -> Any:
         """One Arrow table of the sampled rows of ``records`` (writer thread)."""
@@ -242,9 +334,31 @@ def _row_mask(records: list[_Record]) -> Array | None:
     return np.concatenate(masks)
 
 
-def _by_date(records: list[_Record]) -> dict[str, list[_Record]]:
-    days: dict[int, list[_Record]] = {}
-    for record in records:  # one per predicted batch
+def write_part(fs: Any, folder: str, table: Any, *, local: bool) -> str:
+    """Write ``table`` as a new ``part-{unix ms}-{random}.parquet`` under ``folder`` and return
+    its path. Locally it is written as ``.part-....tmp`` and renamed: readers (who skip hidden
+    files) never see half a file; on object stores a put is atomic already."""
+    import pyarrow.parquet as pq
+
+    name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}.parquet"
+    fs.makedirs(folder, exist_ok=True)
+    if local:
+        temp = f"{folder}/.{name}.tmp"
+        try:
+            pq.write_table(table, temp)
+            os.replace(temp, f"{folder}/{name}")
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+    else:
+        with fs.open(f"{folder}/{name}", "wb") as handle:
+            pq.write_table(table, handle)
+    return f"{folder}/{name}"
+
+
+def _by_date(records: list[_T]) -> dict[str, list[_T]]:
+    days: dict[int, list[_T]] = {}
+    for record in records:  # one per predicted batch, feedback post or system sample
         days.setdefault(int(record.time // 86400), []).append(record)
     return {
         datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d"): group
@@ -255,3 +369,179 @@ def _by_date(records: list[_Record]) -> dict[str, list[_Record]]:
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+# -- feedback (ground truth by request id) ---------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FeedbackBatch:
+    """Checked feedback of one post (or one file): parallel lists, one receipt ``time``."""
+
+    request_ids: list[str]
+    rows: list[int]
+    labels: list[str]
+    time: float
+    duplicates: int = 0
+    """Entries dropped because a later one had the same ``(request_id, row)``."""
+
+
+def feedback_schema() -> Any:
+    """The fixed Arrow schema of the ``_feedback`` table (server and ``meguri feedback``)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("row", pa.int64()),
+            ("label", pa.string()),
+            ("time", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+def feedback_table(
+    request_ids: list[str], rows: list[int], labels: list[str], times: list[float]
+) -> Any:
+    """One Arrow table of feedback (``times``: epoch seconds per row)."""
+    import pyarrow as pa
+
+    columns = {
+        "request_id": request_ids,
+        "row": rows,
+        "label": labels,
+        "time": [int(t * 1e6) for t in times],
+    }
+    return pa.Table.from_pydict(columns, schema=feedback_schema())
+
+
+def label_key(value: Any) -> str | None:
+    """How a label compares: as text, numbers by value (``1``, ``1.0`` and ``"1"`` are one
+    label), booleans as JSON spells them; ``None`` for anything that is no label."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value if isinstance(value, str) else None
+
+
+def _number(value: bool | str) -> float | None:
+    """``value`` read as a number (a boolean is 1 or 0), ``None`` when it is none."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _label_text(label: Any) -> str:
+    """A signature label as captured predictions spell it once read as text."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return repr(label) if isinstance(label, float) else str(label)
+
+
+class LabelRule:
+    """Which ground-truth labels a model's task takes, and their text in the feedback table:
+    a classifier's label must be one of its signature's labels (compared as text by
+    :func:`label_key`, then by number: ``true`` is the label 1, ``"1.0"`` the label 1) and is
+    written as the signature spells it; a regression target must be a finite number and is
+    written as its ``repr``."""
+
+    def __init__(self, output: Output) -> None:
+        self.regression = output.task == "regression"
+        keys = {label_key(label): _label_text(label) for label in output.labels}
+        self.texts = {key: text for key, text in keys.items() if key is not None}
+
+    def text(self, value: Any) -> str | None:
+        """The label's text, or ``None`` when ``value`` is no label of this model."""
+        if self.regression:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float's range
+                return None
+            return repr(number) if math.isfinite(number) else None
+        key = label_key(value)
+        if key is None or not self.texts:
+            return key
+        found = self.texts.get(key)
+        if found is None and isinstance(value, bool | str):
+            by_number = label_key(_number(value))
+            found = None if by_number is None else self.texts.get(by_number)
+        return found
+
+    def expected(self) -> str:
+        if self.regression:
+            return "a finite number (a regression target)"
+        return "one of the model's labels " + ", ".join(sorted(self.texts.values()))
+
+
+def parse_feedback(document: Any, rule: LabelRule) -> FeedbackBatch:
+    """Check a ``POST /feedback`` document: ``{"request_id", "row", "label"}``, a list of those,
+    or ``{"feedback": [...]}``. Of entries with the same ``(request_id, row)`` the last wins.
+    Raises :class:`BadRequest` naming the entry and the field."""
+    entries = _feedback_entries(document)
+    found: dict[tuple[str, int], str] = {}
+    for index, entry in enumerate(entries):
+        request_id, row, label = _feedback_entry(index, entry, rule)
+        found.pop((request_id, row), None)  # a later entry moves to the end: last wins
+        found[(request_id, row)] = label
+    return FeedbackBatch(
+        [key[0] for key in found],
+        [key[1] for key in found],
+        list(found.values()),
+        time.time(),
+        duplicates=len(entries) - len(found),
+    )
+
+
+def _feedback_entries(document: Any) -> list[Any]:
+    if isinstance(document, dict) and "feedback" in document:
+        document = document["feedback"]
+        if not isinstance(document, list):
+            raise _bad_feedback('"feedback" must be a list of {request_id, row, label} objects')
+    entries = [document] if isinstance(document, dict) else document
+    if not isinstance(entries, list):
+        raise _bad_feedback(
+            'send {"request_id": ..., "row": 0, "label": ...}, a list of those, '
+            'or {"feedback": [...]}'
+        )
+    if not entries:
+        raise _bad_feedback("the feedback list is empty; send at least one entry", code="no_rows")
+    return entries
+
+
+def _feedback_entry(index: int, entry: Any, rule: LabelRule) -> tuple[str, int, str]:
+    where = f"feedback[{index}]"
+    if not isinstance(entry, dict):
+        raise _bad_feedback(f"{where} is not an object; send {{request_id, row, label}}")
+    request_id = entry.get("request_id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
+        raise _bad_feedback(
+            f"{where}.request_id must be a non-empty string of at most {MAX_REQUEST_ID} "
+            "characters (the X-Request-Id of the prediction)",
+            column="request_id",
+        )
+    row = entry.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < 2**63:
+        raise _bad_feedback(
+            f"{where}.row must be a whole number >= 0 (the row's index in its request)",
+            column="row",
+        )
+    if entry.get("label") is None:
+        raise _bad_feedback(f"{where}.label is missing; send the true label", column="label")
+    label = rule.text(entry["label"])
+    if label is None:
+        raise _bad_feedback(
+            f"{where}.label {entry['label']!r} is not {rule.expected()}", column="label"
+        )
+    return request_id, row, label
+
+
+def _bad_feedback(
+    message: str, *, code: str = "invalid_feedback", column: str | None = None
+) -> BadRequest:
+    return BadRequest(message, code=code, status=400, column=column)

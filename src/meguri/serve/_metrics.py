@@ -12,14 +12,24 @@ no locks). Series:
 
 With ``--workers N`` each process keeps its own numbers; a scrape reads the process that
 answers it (label the workers by scraping them separately, or run one worker per container).
+
+:meth:`Metrics.snapshot` reads the prediction routes' numbers from another thread (the capture
+writer's, for the system samples of :mod:`meguri.serve._system`): each copy it takes (a dict, a
+list) is one C call, atomic under the interpreter lock, so the event loop needs no lock and does
+no extra work per request. Errors are also counted per prediction route for those samples, on
+the error path only.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "PREDICTION_ENDPOINTS", "Metrics", "MetricsSnapshot"]
+
+#: The routes whose requests are the model's traffic (health checks and scrapes are not).
+PREDICTION_ENDPOINTS = frozenset({"/invocations", "/v2/models/{name}/infer"})
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -69,6 +79,17 @@ class _Histogram:
         return out
 
 
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Cumulative numbers of the prediction routes at one moment."""
+
+    requests: int
+    errors: dict[str, int]
+    latency_counts: list[int]
+    """Per bucket of :data:`LATENCY_BUCKETS`, the last one being +Inf (not cumulative)."""
+    latency_sum: float
+
+
 class Metrics:
     """The counters of one process (see the module docstring)."""
 
@@ -77,6 +98,7 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.latency: dict[str, _Histogram] = {}
         self.errors: dict[str, int] = {}
+        self.prediction_errors: dict[str, int] = {}
         self.batches = _Histogram(tuple(float(b) for b in BATCH_BUCKETS))
         self.capture_stats: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
@@ -88,8 +110,26 @@ class Metrics:
             histogram = self.latency[endpoint] = _Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
 
-    def error(self, code: str) -> None:
+    def error(self, code: str, endpoint: str = "other") -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+        if endpoint in PREDICTION_ENDPOINTS:
+            self.prediction_errors[code] = self.prediction_errors.get(code, 0) + 1
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The prediction routes' cumulative numbers (safe from another thread: see above)."""
+        requests = self.requests.copy()
+        errors = self.prediction_errors.copy()
+        counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        total = 0.0
+        for endpoint in PREDICTION_ENDPOINTS:
+            histogram = self.latency.get(endpoint)
+            if histogram is not None:
+                counts = [a + b for a, b in zip(counts, histogram.counts.copy(), strict=True)]
+                total += histogram.total
+        answered = sum(
+            n for (endpoint, _), n in requests.items() if endpoint in PREDICTION_ENDPOINTS
+        )
+        return MetricsSnapshot(answered, errors, counts, total)
 
     def batch(self, rows: int) -> None:
         self.batches.observe(float(rows))

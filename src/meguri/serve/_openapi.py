@@ -22,8 +22,11 @@ _JSON_TYPES = {
 }
 
 
-def openapi_document(model: LoadedModel, *, secured: bool = False) -> dict[str, Any]:
-    """The document for ``model``; ``secured`` adds the bearer scheme to the protected routes."""
+def openapi_document(
+    model: LoadedModel, *, secured: bool = False, feedback: bool = False
+) -> dict[str, Any]:
+    """The document for ``model``; ``secured`` adds the bearer scheme to the protected routes;
+    ``feedback`` (capture is on) adds ``POST /feedback``."""
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -34,6 +37,9 @@ def openapi_document(model: LoadedModel, *, secured: bool = False) -> dict[str, 
         "paths": _paths(model.name),
         "components": {"schemas": _schemas(model)},
     }
+    if feedback:
+        doc["paths"]["/feedback"] = _feedback_path()
+        doc["components"]["schemas"].update(_feedback_schemas(model))
     if secured:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, item in doc["paths"].items():
@@ -139,6 +145,54 @@ def _paths(name: str) -> dict[str, Any]:
             }
         },
         "/openapi.json": _get("This document", {"type": "object"}),
+    }
+
+
+def _feedback_path() -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "required": ["accepted", "duplicates"],
+        "properties": {
+            "accepted": {"type": "integer"},
+            "duplicates": {"type": "integer"},
+        },
+    }
+    return {
+        "post": {
+            "summary": "Ground truth for earlier predictions, by request id",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("FeedbackRequest")}},
+            },
+            "responses": {
+                "202": _json(accepted, "Accepted; written with the next capture flush"),
+                "400": _error_response("malformed entry (the message names index and field)"),
+                "413": _error_response("body too large"),
+                "503": _error_response("capture buffer full"),
+            },
+        }
+    }
+
+
+def _feedback_schemas(model: LoadedModel) -> dict[str, Any]:
+    output = model.signature.output
+    label: dict[str, Any] = {"type": "number"}
+    if output.task != "regression":
+        label = {"description": "one of the model's labels: " + ", ".join(map(str, output.labels))}
+    entry = {
+        "type": "object",
+        "required": ["request_id", "label"],
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "row": {"type": "integer", "minimum": 0, "default": 0},
+            "label": label,
+        },
+    }
+    entries = {"type": "array", "minItems": 1, "items": _ref("Feedback")}
+    wrapped = {"type": "object", "required": ["feedback"], "properties": {"feedback": entries}}
+    return {
+        "Feedback": entry,
+        "FeedbackRequest": {"oneOf": [_ref("Feedback"), entries, wrapped]},
     }
 
 
