@@ -19,7 +19,7 @@ from meguri.data._profile import ColumnProfile, DatasetProfile, profile_warnings
 from meguri.data._quality import QualityReport
 from meguri.errors import ConfigError
 
-__all__ = ["render_profile_html"]
+__all__ = ["plotly_script", "render_profile_html"]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
@@ -33,7 +33,9 @@ th:first-child,td:first-child,td.l{text-align:left}
 """
 
 
-def _plotly_js() -> str:
+def plotly_script() -> str:
+    """plotly.js from the installed ``plotly`` package, for inlining into a self-contained page
+    (every HTML report uses it, so no report needs the network)."""
     try:
         path = resources.files("plotly") / "package_data" / "plotly.min.js"
         return path.read_text(encoding="utf-8")
@@ -86,7 +88,7 @@ def _page(title: str, body: str, figures: list[dict[str, Any]]) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style>"
-        f"<script>{_plotly_js()}</script></head><body>{body}<script>{draw}</script>"
+        f"<script>{plotly_script()}</script></head><body>{body}<script>{draw}</script>"
         "</body></html>"
     )
 
