@@ -1,6 +1,8 @@
 """``meguri demo`` end to end, as ``make demo`` runs it: the data and model phases, in-process
 serving, then real supervised endpoints (staging, production), the pre-promotion tests on the
-staging URL and a broken canary rolled back under traffic; every endpoint stopped at the end."""
+staging URL, a broken canary rolled back under traffic, then the monitoring loop (normal and
+shifted traffic, windows, feedback, an alert to a webhook, retraining and its canary going
+live); every endpoint stopped at the end."""
 
 from __future__ import annotations
 
@@ -38,6 +40,12 @@ def test_demo_deploys_tests_rolls_back_and_stops_everything(tmp_path: Path) -> N
     assert "registered breast-cancer@2, a broken version" in out
     assert re.search(r"automatic rollback after [\d.]+ s: rollback: schema violation rate", out)
     assert re.search(r"[1-9]\d* of \d+ requests refused during the canary, 0 of 20 after", out)
+    assert re.search(r"production windows: drift before labels", out)
+    assert re.search(r"feedback: [1-9]\d* true diagnoses arrived", out)
+    assert "webhook receiver got 1 notification(s): firing data-drift" in out
+    assert re.search(r"retraining for alert al-\S+: deployed: breast-cancer@3 from [1-9]", out)
+    assert re.search(r"canary of breast-cancer@3: revision 4 live", out), out[-3000:]
+    assert "monitoring report:" in out
     assert "stopped the staging endpoint" in out and "stopped the production endpoint" in out
     deadline = time.monotonic() + 10.0
     while _leftovers(folder) and time.monotonic() < deadline:

@@ -89,6 +89,51 @@ def test_registry_and_serving_tutorial_runs(tmp_path: Path) -> None:
         _shell(_blocks("bash")[5], tmp_path, ("staging", "pass", "cached", "register", "stopped"))
     finally:
         run_meguri("deploy", "stop", "--env", "staging", cwd=tmp_path)
+    _monitoring_tutorial(tmp_path)
+
+
+def _monitoring_tutorial(root: Path) -> None:
+    """The monitoring block on a real production endpoint that got traffic with request ids."""
+    import time
+
+    import httpx
+    import polars as pl
+
+    from meguri import datasets
+    from meguri.deploy import deploy, status, stop
+    from meguri.monitor._capture import capture_url, scan_predictions
+    from meguri.store import open_workspace
+
+    ws = open_workspace(root)
+    try:
+        deploy("cancer@1", env="production", workspace=ws)
+        url = status("production", workspace=ws).url
+        rows = pl.from_arrow(datasets.load("breast_cancer")).head(60)
+        assert isinstance(rows, pl.DataFrame)
+        inputs = [c for c in rows.columns if c != "malignant"]
+        with httpx.Client(base_url=str(url), timeout=10) as client:
+            for i in range(rows.height):
+                body = {"dataframe_split": {"columns": inputs, "data": [rows.row(i)[:-1]]}}
+                sent = client.post("/invocations", json=body, headers={"x-request-id": f"r{i}"})
+                assert sent.status_code == 200, sent.text
+        labels = rows.select(
+            pl.format("r{}", pl.int_range(pl.len())).alias("request_id"),
+            pl.lit(0).alias("row"),
+            pl.col("malignant").alias("label"),
+        )
+        labels.write_csv(root / "labels.csv")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the workers write captures every few seconds
+            if scan_predictions(capture_url(ws, "production")).collect().height:
+                break
+            time.sleep(0.5)
+        _shell(_blocks("bash")[6], root, ("production", "recorded", "firing", "wrote", "alerts"))
+        assert (root / "monitoring.html").stat().st_size > 100_000
+        windows = ws.metadata.monitor.windows(ws.project.id, "production")
+        assert windows and windows[-1].figures["labels"]
+    finally:
+        stop("production", workspace=ws)
+        ws.close()
 
 
 def _sh_lines(block: str) -> list[str]:

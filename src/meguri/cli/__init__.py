@@ -24,7 +24,9 @@ def _register() -> None:
         _demo,
         _deploy,
         _docs,
+        _keys,
         _models,
+        _monitor,
         _project,
         _run,
         _runs,
@@ -38,6 +40,8 @@ def _register() -> None:
     _checks.register(app)  # `models test`, after the models group exists
     _serve.register(app)
     _deploy.register(app)
+    _monitor.register(app)
+    _keys.register(app)
 
 
 def main() -> None:

@@ -12,8 +12,10 @@ four JSON forms, Open Inference Protocol v2) → deployments: the version served
 endpoint in ``staging`` (``meguri.deploy``), the pre-promotion tests run against that URL, then
 deployed to ``production``; a second, broken version (trained on the ten ``mean_*`` columns
 only, so its signature refuses the 30-column rows the clients send) pushed to production as a
-canary while traffic flows, and rolled back automatically on its schema violations → the
-revision history → every endpoint stopped → a summary.
+canary while traffic flows, and rolled back automatically on its schema violations →
+monitoring (:mod:`meguri.cli._demo_monitor`): normal then shifted traffic, windows of drift and
+quality, feedback and accuracy per window, an alert to a webhook, retraining on the labelled
+production rows and its canary → the revision history → every endpoint stopped → a summary.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     import polars as pl
 
+    from meguri.cli._demo_monitor import MonitorFigures
     from meguri.data import PreparedData
     from meguri.spec import ProjectSpec
     from meguri.store import Workspace
@@ -309,6 +312,7 @@ class Rollout:
     failed: int = 0
     failed_after: int = 0
     reason: str = ""
+    monitoring: MonitorFigures | None = None
 
 
 def _deployments(
@@ -316,6 +320,7 @@ def _deployments(
 ) -> Rollout:
     """Staging endpoint → pre-promotion tests on its URL → production → a broken canary rolled
     back under traffic → the history; every endpoint stopped at the end."""
+    from meguri.cli._demo_monitor import monitoring_phase
     from meguri.deploy import stop
 
     figures, started = Rollout(), list[str]()
@@ -325,6 +330,7 @@ def _deployments(
         url = _deploy_timed(ws, version.ref, "production", figures, started)
         broken = _broken_version(ws, spec)
         _canary_under_traffic(ws, spec, broken, url, prepared, figures)
+        figures.monitoring = monitoring_phase(ws, spec, prepared, url, console)
         console.print(_history_table(ws, "production"))
     finally:
         for env in started:
@@ -496,5 +502,25 @@ def _rollout_summary(figures: Rollout) -> None:
             f"requests failed: {figures.failed} of {figures.sent} during the canary "
             f"(the broken version's share), {figures.failed_after} after the rollback",
             title="deployments",
+        )
+    )
+    if figures.monitoring is not None:
+        _monitoring_summary(figures.monitoring)
+
+
+def _monitoring_summary(m: MonitorFigures) -> None:
+    def num(value: float | None, form: str = "{:.3f}") -> str:
+        return "-" if value is None else form.format(value)
+
+    console.print(
+        Panel.fit(
+            f"{m.sent} requests · {m.windows} windows · {m.labels} labels by feedback\n"
+            f"drift share: normal {num(m.normal_drift, '{:.0%}')} → shifted "
+            f"{num(m.shifted_drift, '{:.0%}')} · ROC AUC: normal {num(m.normal_auc)} → shifted "
+            f"{num(m.shifted_auc)}\n"
+            f"alerts: {', '.join(m.alerts) or 'none'} · webhook: {', '.join(m.webhook) or 'none'}\n"
+            f"retraining: {m.retrain or 'none'}\ncanary: {m.canary or 'none'}\n"
+            f"report: {m.report}",
+            title="monitoring",
         )
     )

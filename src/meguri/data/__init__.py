@@ -31,12 +31,14 @@ from meguri.data._catalog import (
 from meguri.data._pipeline import PreparedData, check_version, prepare, profile_version
 from meguri.data._profile import DatasetProfile, profile
 from meguri.data._quality import QualityReport, QualityResult, run_checks
+from meguri.data._reference import DriftReference
 from meguri.data._report import render_profile_html
 from meguri.data._split import SplitResult, split
 from meguri.data._transform import FittedTransform, fit_transform
 
 __all__ = [
     "DatasetProfile",
+    "DriftReference",
     "FittedTransform",
     "Lineage",
     "PreparedData",

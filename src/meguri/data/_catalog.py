@@ -367,6 +367,7 @@ def _open_data(ws: Workspace, digest: str, verify: bool) -> pl.LazyFrame:
 
         actual, _ = hash_file(path)
         if actual != digest:
+            store.get_bytes(digest)  # an encrypted object read without its key: names the key
             raise ArtifactCorruptedError(
                 f"{path} does not match its sha256 {digest}: the stored data was altered. "
                 "Restore it from a backup or ingest the source again."

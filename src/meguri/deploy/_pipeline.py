@@ -315,8 +315,11 @@ def run_pipeline(
     deploy: bool = True,
     resume: bool = False,
     reporter: Reporter | None = None,
+    model_name: str | None = None,
 ) -> PipelineResult:
     """Run the pipeline of ``spec`` (the YAML text, or a parsed spec) and record it.
+
+    The model is registered under ``model_name`` (default: the project's name).
 
     Returns the result whether a step failed or not (see :attr:`PipelineResult.failed`);
     raises :class:`PipelineError` only when the request itself is wrong (an unknown step,
@@ -328,7 +331,7 @@ def run_pipeline(
     resumed = _last_failed(ws) if resume else None
     started = time.perf_counter()
     parent = _start(ws, version_id, steps, until, from_step, resumed)
-    ctx = Context(parsed, ws, version_id, parsed.project, parent.id)
+    ctx = Context(parsed, ws, version_id, model_name or parsed.project, parent.id)
     use_cache = parsed.pipeline.cache or resume or from_step is not None
     ex = _Execution(
         ctx, parent, reporter or _Silent(), use_cache, force if from_step else frozenset()

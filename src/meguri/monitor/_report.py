@@ -136,10 +136,13 @@ def _verdict(window: MonitorWindow | None) -> dict[str, Any] | None:
 def _criteria_outcomes(
     windows: Sequence[MonitorWindow], criteria: Sequence[SuccessCriterion]
 ) -> list[dict[str, Any]]:
-    """Each criterion on the latest window that has a value for its metric."""
+    """Each criterion on the latest window that has a value for its figure (accuracy metrics
+    once labels arrive; ``drift_share`` and system figures from every window)."""
+    from meguri.monitor._windows import criterion_figure
+
     outcomes = []
     for c in criteria:
-        key = f"accuracy.{c.metric}"
+        key = criterion_figure(c.metric)
         measured = [w for w in windows if _finite(w.figures.get(key)) is not None]
         value = _finite(measured[-1].figures.get(key)) if measured else None
         passed = None if value is None else compare(value, c.comparison, c.threshold)
@@ -336,7 +339,7 @@ def _verdict_html(verdict: Mapping[str, Any] | None) -> str:
 def _criterion_row(criterion: SuccessCriterion, outcome: Mapping[str, Any]) -> tuple[str, str]:
     rule = f"{criterion.metric} {criterion.comparison} {criterion.threshold:g}"
     if outcome["passed"] is None:
-        state = '<span class="note">no labelled window yet</span>'
+        state = '<span class="note">not measured yet (accuracy needs labels)</span>'
     else:
         css, word = ("ok", "pass") if outcome["passed"] else ("err", "fail")
         state = f'<span class="{css}">{word}</span> at {_num(outcome["value"])}'

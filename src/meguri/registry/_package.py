@@ -28,6 +28,7 @@ largest difference relative to ``max(1, |value|)``. The package digest is the sh
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import shutil
@@ -43,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from meguri.data import profile
+from meguri.data import DriftReference, profile
+from meguri.data._reference import drift_kind, reference_sample
 from meguri.data._steps_base import parse_dtype
 from meguri.data._transform import FittedTransform
 from meguri.data._transform_onnx import INPUT, OUTPUT, graph_inputs, transform_to_onnx
@@ -164,6 +166,7 @@ def _contents(
         "transform.json": transform.to_json(),
         **chosen.files,
         "baseline/profile.json": _baseline(result),
+        **_drift_baseline(result, signature, held),
     }
     document = {
         "format": FORMAT,
@@ -239,6 +242,23 @@ def _baseline(result: TrainResult) -> bytes:
     if train is None:
         return result.prepared.profile.to_json()
     return profile(train, target=result.prepared.target).to_json()
+
+
+def _drift_baseline(result: TrainResult, signature: Signature, held: _HeldOut) -> dict[str, bytes]:
+    """``baseline/reference.json``: drift statistics of the training rows' inputs and of the
+    model's predictions on the held-out rows; ``baseline/reference_sample.parquet``: a uniform
+    sample of those rows for the multivariate check. None without training rows."""
+    train = result.prepared.raw.get("train")
+    if train is None or train.height == 0:
+        return {}
+    columns = [c.name for c in signature.inputs if drift_kind(train.schema[c.name]) is not None]
+    reference = DriftReference.from_frame(train, columns, prediction=held.expected_values)
+    sample = io.BytesIO()
+    reference_sample(train, columns).write_parquet(sample)
+    return {
+        "baseline/reference.json": reference.to_json(),
+        "baseline/reference_sample.parquet": sample.getvalue(),
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -487,7 +487,13 @@ def _safe_path(path: str) -> PurePosixPath:
 
 
 def cache_folder(ws: Workspace, digest: str) -> Path:
-    """Where the package with ``model.json`` digest ``digest`` is cached."""
+    """Where the package with ``model.json`` digest ``digest`` is cached: the workspace's
+    ``.meguri/cache/models/``, or, when the artifacts are encrypted at rest, a private folder
+    in memory (tmpfs), so that the decrypted package never lands on disk."""
+    if ws.artifacts.encrypts_at_rest:
+        from meguri.store.artifacts import memory_cache_folder
+
+        return memory_cache_folder(ws.root) / "models" / digest
     return ws.root / STATE_DIR / "cache" / "models" / digest
 
 
@@ -510,7 +516,7 @@ def download_package(
     ref: str, dest: str | Path | None = None, *, workspace: Workspace | None = None
 ) -> Path:
     """The folder holding version ``ref``'s package: ``dest`` (which must not exist or be
-    empty), else the workspace's cache ``.meguri/cache/models/<digest>/``, fetched once."""
+    empty), else the workspace's cache (:func:`cache_folder`), fetched once."""
     ws = workspace or default_workspace()
     version = _resolve(ws, ref)
     folder = Path(dest) if dest is not None else cache_folder(ws, version.package_digest)

@@ -11,6 +11,11 @@ project name       ``MEGURI_PROJECT``      ``project:`` in ``meguri.yaml``, else
 user               ``MEGURI_USER``         the login name
 =================  ======================  ==========================================
 
+Encryption at rest of the artifacts is off unless a key is configured: the argument
+``encryption_key_file``, else ``MEGURI_ENCRYPTION_KEY_FILE`` or ``MEGURI_ENCRYPTION_KEY`` (see
+:mod:`meguri.store.artifacts._keys`). Processes started from this one (tuning workers,
+servers) must see the same setting, which the environment variables give them for free.
+
 The root is the nearest folder, from the current one upwards, holding ``meguri.yaml`` or
 ``.meguri/``; the current folder if there is none.
 """
@@ -22,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from meguri.store.artifacts import ArtifactStore, open_artifact_store
+from meguri.store.artifacts import ArtifactStore, load_key_ring, open_artifact_store
 from meguri.store.metadata import MetadataStore, Project, open_metadata_store
 
 SPEC_FILE = "meguri.yaml"
@@ -80,26 +85,47 @@ def open_workspace(
     artifacts_url: str | None = None,
     project: str | None = None,
     user: str | None = None,
+    encryption_key_file: str | None = None,
 ) -> Workspace:
-    """Open (creating if needed) the stores of the project at ``root``."""
+    """Open (creating if needed) the stores of the project at ``root``.
+
+    ``encryption_key_file`` (else ``MEGURI_ENCRYPTION_KEY_FILE`` or ``MEGURI_ENCRYPTION_KEY``)
+    turns on encryption at rest of the artifacts."""
     base = Path(root).resolve() if root is not None else find_root()
     state = base / STATE_DIR
     store_url = (
         store_url or os.environ.get("MEGURI_STORE_URL") or f"sqlite:///{state / 'meguri.db'}"
     )
-    artifacts_url = (
-        artifacts_url or os.environ.get("MEGURI_ARTIFACTS_URL") or str(state / "artifacts")
-    )
     name = project or os.environ.get("MEGURI_PROJECT") or _project_from_spec(base) or base.name
     who = user or current_user()
+    artifacts = open_artifacts(
+        base, artifacts_url=artifacts_url, encryption_key_file=encryption_key_file
+    )
     metadata = open_metadata_store(store_url)
     return Workspace(
         root=base,
         metadata=metadata,
-        artifacts=open_artifact_store(artifacts_url),
+        artifacts=artifacts,
         project=metadata.projects.ensure(name, who),
         user=who,
     )
+
+
+def open_artifacts(
+    root: str | Path | None = None,
+    *,
+    artifacts_url: str | None = None,
+    encryption_key_file: str | None = None,
+) -> ArtifactStore:
+    """The artifact store of the project at ``root`` alone (what :func:`open_workspace` would
+    open, without the metadata store: key rotation needs nothing else)."""
+    base = Path(root).resolve() if root is not None else find_root()
+    url = (
+        artifacts_url
+        or os.environ.get("MEGURI_ARTIFACTS_URL")
+        or str(base / STATE_DIR / "artifacts")
+    )
+    return open_artifact_store(url, keys=load_key_ring(os.environ, encryption_key_file))
 
 
 _default: Workspace | None = None

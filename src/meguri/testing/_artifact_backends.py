@@ -10,7 +10,9 @@ at nothing (so no real profile is used); its teardown restores the environment.
 
 * ``artifacts_url`` — parametrized ``[local]`` (a fresh temp folder) and ``[s3]`` (a fresh
   bucket, ``s3://bucket-<random>/artifacts``; marked ``s3``).
-* ``artifact_store`` — ``open_artifact_store(artifacts_url)``.
+* ``artifact_store`` — ``open_artifact_store(artifacts_url)``, parametrized ``[plain]`` and
+  ``[encrypted]`` (sealed with a fresh random key: encryption at rest must keep the whole
+  contract, dedup, atomicity and verified reads included, on every backend).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from meguri.store.artifacts import ArtifactStore, open_artifact_store
+from meguri.store.artifacts import ArtifactStore, KeyRing, open_artifact_store
+from meguri.store.artifacts._keys import new_key
 
 __all__ = ["artifact_store", "artifacts_url", "s3_server"]
 
@@ -80,10 +83,13 @@ def artifacts_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"s3://{bucket}/artifacts"
 
 
-@pytest.fixture
-def artifact_store(artifacts_url: str) -> ArtifactStore:
-    """The store at ``artifacts_url``."""
-    return open_artifact_store(artifacts_url)
+@pytest.fixture(
+    params=[pytest.param(False, id="plain"), pytest.param(True, id="encrypted")],
+)
+def artifact_store(request: pytest.FixtureRequest, artifacts_url: str) -> ArtifactStore:
+    """The store at ``artifacts_url``, in clear or encrypted at rest."""
+    keys = KeyRing((new_key("contract"),), "the test key") if request.param else None
+    return open_artifact_store(artifacts_url, keys=keys)
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:

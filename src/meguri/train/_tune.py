@@ -103,11 +103,16 @@ class _WorkspaceRef:
     artifacts_url: str
     project: str
     user: str
+    encryption_key_file: str | None = None
+    """The key file the workspace was opened with (workers must seal what they write too)."""
 
     @classmethod
     def of(cls, ws: Workspace) -> _WorkspaceRef:
         url = ws.metadata.db.engine.url.render_as_string(hide_password=False)
-        return cls(str(ws.root), url, ws.artifacts.url, ws.project.name, ws.user)
+        keys = getattr(ws.artifacts, "keys", None)
+        path = getattr(keys, "path", None)
+        key_file = str(path) if path is not None else None
+        return cls(str(ws.root), url, ws.artifacts.url, ws.project.name, ws.user, key_file)
 
     def open(self) -> Workspace:
         return open_workspace(
@@ -116,6 +121,7 @@ class _WorkspaceRef:
             artifacts_url=self.artifacts_url,
             project=self.project,
             user=self.user,
+            encryption_key_file=self.encryption_key_file,
         )
 
 

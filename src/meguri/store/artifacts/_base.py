@@ -12,6 +12,8 @@ An artifact store keeps immutable blobs addressed by the sha256 of their content
   :class:`~meguri.errors.ArtifactCorruptedError` on a mismatch; a missing digest raises
   :class:`~meguri.errors.NotFoundError`.
 * Callers never choose storage paths: the store derives every path from the digest.
+* With encryption at rest (``encrypts_at_rest``), the digest is still the sha256 of the
+  plaintext; only the stored bytes differ (``meguri.store.artifacts._sealed``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class ArtifactStore(ABC):
     """Content-addressed blob storage; see the module docstring for the contract."""
 
     url: str
+
+    encrypts_at_rest: bool = False
+    """Whether objects are encrypted on the storage: callers that would otherwise keep a
+    plaintext copy on disk (the model package cache) keep it in memory instead."""
 
     @abstractmethod
     def put_bytes(self, data: bytes) -> StoredArtifact:

@@ -17,6 +17,9 @@ any other fsspec URL (``memory://``…)   this module's generic path: write a ``
                                         object, then ``fs.mv`` it into place
 =====================================  =====================================================
 
+With keys (``open_artifact_store(url, keys=...)``), any of these is wrapped in an
+``EncryptedArtifactStore`` that seals every object with AES-256-GCM (``_encrypted.py``).
+
 fsspec and s3fs are imported only when a store is opened (s3fs only for ``s3://``), so
 ``import meguri.store.artifacts`` stays light. Errors of fsspec, the OS and botocore are
 translated here into :mod:`meguri.errors`, each naming what to do.
@@ -36,6 +39,9 @@ from meguri.errors import ArtifactError, ConfigError, MeguriError, NotFoundError
 from meguri.store.artifacts import _digest
 from meguri.store.artifacts._atomic import atomic_write
 from meguri.store.artifacts._base import ArtifactStore, StoredArtifact
+from meguri.store.artifacts._keys import KEY_FILE_VARIABLE, KEY_VARIABLE, KeyRing
+from meguri.store.artifacts._sealed import HEAD_BYTES as HEAD
+from meguri.store.artifacts._sealed import header_key_id
 
 __all__ = ["FsspecArtifactStore", "open_artifact_store"]
 
@@ -92,7 +98,7 @@ class FsspecArtifactStore(ArtifactStore):
                 data = bytes(self.fs.cat_file(path))
             except FileNotFoundError as exc:
                 raise self._not_found(digest, exc) from None
-        _digest.verify(digest, hashlib.sha256(data).hexdigest(), self._where(path))
+        self._verify(digest, hashlib.sha256(data).hexdigest(), path, data[:HEAD])
         return data
 
     def get_file(self, digest: str, dest: str | Path) -> Path:
@@ -104,15 +110,20 @@ class FsspecArtifactStore(ArtifactStore):
                 stream = self.fs.open(path, "rb", block_size=_READ_BLOCK)
             except FileNotFoundError as exc:
                 raise self._not_found(digest, exc) from None
+        head = bytearray()
 
         def check() -> None:
-            _digest.verify(digest, hasher.hexdigest(), self._where(path))
+            self._verify(digest, hasher.hexdigest(), path, bytes(head))
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in self._hashed(stream, hasher, digest):
+                if len(head) < HEAD:
+                    head.extend(chunk[: HEAD - len(head)])
+                yield chunk
 
         with stream:
             try:
-                atomic_write(
-                    target, self._hashed(stream, hasher, digest), durable=False, check=check
-                )
+                atomic_write(target, chunks(), durable=False, check=check)
             except OSError as exc:
                 raise ArtifactError(
                     f"Cannot write artifact sha256:{digest} to {str(target)!r}: "
@@ -185,6 +196,19 @@ class FsspecArtifactStore(ArtifactStore):
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _verify(self, digest: str, actual: str, path: str, head: bytes) -> None:
+        """Check the content read from ``path`` (which began with ``head``) against ``digest``.
+
+        An encrypted object read by a store without keys hashes to something else; saying it
+        is corrupted would send its owner restoring backups, so say what it is."""
+        if actual != digest and (key_id := header_key_id(head)) is not None:
+            raise ConfigError(
+                f"Artifact sha256:{digest} is encrypted (with the key {key_id!r}) but no "
+                f"encryption key is configured: set {KEY_FILE_VARIABLE} to the key file (or "
+                f"{KEY_VARIABLE} to the key) this store was written with."
+            )
+        _digest.verify(digest, actual, self._where(path))
+
     def _store(
         self, digest: str, size: int, chunks: Callable[[], Iterator[bytes]]
     ) -> StoredArtifact:
@@ -218,20 +242,33 @@ class FsspecArtifactStore(ArtifactStore):
 
 
 def open_artifact_store(
-    url: str, *, storage_options: Mapping[str, Any] | None = None
+    url: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    keys: KeyRing | None = None,
 ) -> ArtifactStore:
     """Open the artifact store at ``url`` (a folder, ``file://``, ``s3://`` or fsspec URL).
 
     ``storage_options`` go to the fsspec filesystem of a remote URL (for S3: ``endpoint_url``,
-    ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``...). Raises ConfigError for a
-    URL that cannot be opened, naming the fix.
+    ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``...). With ``keys`` every object
+    is encrypted at rest (:class:`~meguri.store.artifacts.EncryptedArtifactStore`; the keys
+    come from :func:`~meguri.store.artifacts.load_key_ring`). Raises ConfigError for a URL
+    that cannot be opened, naming the fix.
     """
+    store = _open_plain(url, dict(storage_options or {}))
+    if keys is None:
+        return store
+    from meguri.store.artifacts._encrypted import EncryptedArtifactStore
+
+    return EncryptedArtifactStore(store, keys)
+
+
+def _open_plain(url: str, options: dict[str, Any]) -> FsspecArtifactStore:
     if not url:
         raise ConfigError(
             "The artifact store URL is empty: set MEGURI_ARTIFACTS_URL to a "
             "folder or an s3://bucket/prefix URL."
         )
-    options = dict(storage_options or {})
     scheme, sep, rest = url.partition("://")
     if not sep or scheme in ("file", "local"):
         from meguri.store.artifacts._local import open_local
