@@ -29,7 +29,7 @@ def _leftovers(root: Path) -> list[str]:
 def test_demo_deploys_tests_rolls_back_and_stops_everything(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     started = time.perf_counter()
-    done = run_meguri("demo", "--dir", str(folder), cwd=tmp_path)
+    done = run_meguri("demo", "--dir", str(folder), "--no-ui", cwd=tmp_path)
     took = time.perf_counter() - started
     out = re.sub(r"\s+", " ", done.stdout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -199,7 +199,7 @@ def test_read_verifies_the_stored_data(local_ws: Workspace) -> None:
     path = Path(local_ws.artifacts.object_path(v.data_digest))  # type: ignore[attr-defined]
     path.chmod(0o644)
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(ArtifactCorruptedError, match="altered"):
+    with pytest.raises(ArtifactCorruptedError, match="corrupted"):
         catalog.read(v, workspace=local_ws)
     path.unlink()
     with pytest.raises(NotFoundError, match="missing from the artifact store"):

@@ -310,3 +310,47 @@ def test_upgrade_from_0005_keeps_the_deployments_and_adds_monitoring(
         assert store.monitor.alerts("proj-old") == []
     finally:
         store.close()
+
+
+def test_upgrade_from_0006_keeps_the_data_and_starts_an_empty_audit_chain(
+    engine: sa.Engine, metadata_url: str
+) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+
+    config = _alembic_config()
+    with engine.execution_options(meguri_write=True).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+        for statement in (
+            "INSERT INTO projects (id, name, created_at, created_by) "
+            "VALUES ('proj-old', 'old', 1.0, 'ann')",
+            "INSERT INTO spec_versions (id, project_id, hash, content, message, created_at, "
+            "created_by) VALUES ('spec-old', 'proj-old', 'h', 'project: old', NULL, 2.0, 'ann')",
+            "INSERT INTO experiments (id, project_id, name, created_at, created_by) "
+            "VALUES ('exp-old', 'proj-old', 'train', 3.0, 'ann')",
+            "INSERT INTO runs (id, experiment_id, name, status, created_at, created_by) "
+            "VALUES ('run-old', 'exp-old', 'first', 'finished', 4.0, 'ann')",
+        ):
+            conn.execute(sa.text(statement))
+    assert _revision(engine) == "0006"
+    assert "audit_events" not in sa.inspect(engine).get_table_names()
+    assert migrate(engine) is True
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        assert store.projects.ensure("old", "bob").id == "proj-old"
+        assert store.specs.get("spec-old").content == "project: old"
+        assert store.runs.get_run("run-old").name == "first"
+        assert store.access.list_users() == []  # still no default user
+        assert store.audit.events() == [] and store.audit.head() == (0, "0" * 64)
+        assert store.audit.verify().ok
+        store.runs.log_batch("run-old", tags={"migrated": "yes"})
+        [event] = store.audit.events()
+        assert (event.seq, event.action, event.actor) == (1, "run.logged", "ann")
+        assert (event.project_id, event.prev_hash) == ("proj-old", "0" * 64)
+        assert store.audit.verify().ok
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from meguri.cli import (
+        _audit,
         _checks,
         _data,
         _demo,
@@ -31,7 +32,9 @@ def _register() -> None:
         _run,
         _runs,
         _serve,
+        _server,
         _train,
+        _users,
     )
 
     for module in (_project, _docs, _data, _train, _runs, _run, _demo):
@@ -42,6 +45,9 @@ def _register() -> None:
     _deploy.register(app)
     _monitor.register(app)
     _keys.register(app)
+    _server.register(app)
+    _users.register(app)
+    _audit.register(app)
 
 
 def main() -> None:

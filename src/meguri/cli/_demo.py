@@ -20,6 +20,7 @@ production rows and its canary → the revision history → every endpoint stopp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -56,10 +57,16 @@ def demo(
     folder: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")] = Path(
         "meguri-demo"
     ),
+    no_ui: Annotated[
+        bool, typer.Option("--no-ui", help="Exit at the end instead of serving the Studio.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of the Studio at the end.")] = 8000,
 ) -> None:
-    """Create an example project from a bundled real dataset and take it through the phases."""
+    """Create an example project from a bundled real dataset, take it once around the loop,
+    then serve the Studio on 127.0.0.1 to browse it (Ctrl-C stops; --no-ui exits instead)."""
     from meguri.store import open_workspace
 
+    began = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     spec_text = _ensure_spec(folder)
     ws = open_workspace(folder)
@@ -72,8 +79,37 @@ def demo(
         rollout = _deployments(ws, spec, version, prepared)
         _summary(ws, spec_version_id, prepared, result, version, calls)
         _rollout_summary(rollout)
+        console.print(f"one full turn in {time.perf_counter() - began:.1f} s")
+        if not no_ui:
+            _studio(ws, port)
     finally:
         ws.close()
+
+
+def _studio(ws: Workspace, port: int) -> None:
+    """A demo user (admin of the project; a new password each run, shown once) and the
+    Studio with the platform API on 127.0.0.1 until Ctrl-C."""
+    import secrets
+
+    from meguri.cli._server import serve_platform
+
+    password = secrets.token_urlsafe(12)
+    access = ws.metadata.access
+    if access.find_user("demo") is None:
+        access.create_user("demo", by=ws.user, password=password)
+    else:
+        access.set_password("demo", password, by=ws.user)
+    access.set_role(ws.project.id, "demo", "admin", by=ws.user)
+    console.print(
+        Panel.fit(
+            f"Studio: [bold]http://127.0.0.1:{port}/[/]\n"
+            f"sign in as [bold]demo[/] with password [bold]{password}[/] (shown once)\n"
+            "Ctrl-C stops it; `meguri demo --no-ui` exits here instead",
+            title="browse the loop",
+        )
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_platform(host="127.0.0.1", port=port, studio=True, workspace=ws)
 
 
 def _ensure_spec(folder: Path) -> str:

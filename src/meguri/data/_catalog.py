@@ -274,7 +274,7 @@ def attach(
     ws = _workspace(workspace)
     found = _version(ws, version)
     stored = ws.artifacts.put_bytes(data)
-    return ws.metadata.datasets.set_digest(found.id, kind, stored.digest)
+    return ws.metadata.datasets.set_digest(found.id, kind, stored.digest, by=ws.user)
 
 
 def attachment(
@@ -290,12 +290,16 @@ def attachment(
 def set_tag(name: str, key: str, value: str = "", *, workspace: Workspace | None = None) -> None:
     """Tag dataset ``name`` (``key`` or ``key=value``), replacing an earlier value of ``key``."""
     ws = _workspace(workspace)
-    ws.metadata.datasets.set_tag(ws.metadata.datasets.get(ws.project.id, name).id, key, value)
+    ws.metadata.datasets.set_tag(
+        ws.metadata.datasets.get(ws.project.id, name).id, key, value, by=ws.user
+    )
 
 
 def remove_tag(name: str, key: str, *, workspace: Workspace | None = None) -> bool:
     ws = _workspace(workspace)
-    return ws.metadata.datasets.delete_tag(ws.metadata.datasets.get(ws.project.id, name).id, key)
+    return ws.metadata.datasets.delete_tag(
+        ws.metadata.datasets.get(ws.project.id, name).id, key, by=ws.user
+    )
 
 
 # -- reading --------------------------------------------------------------------------------

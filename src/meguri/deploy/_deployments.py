@@ -338,7 +338,7 @@ def stop(env: str, *, workspace: Workspace | None = None, timeout: float = 15.0)
     ws = workspace or default_workspace()
     repo = ws.metadata.deployments
     deployment = repo.get(ws.project.id, env)
-    repo.update(deployment.id, state=DeploymentState.STOPPED)
+    repo.update(deployment.id, state=DeploymentState.STOPPED, by=ws.user)
     state = state_dir(ws.root, env)
     if deployment.pid:
         with contextlib.suppress(ProcessLookupError):
@@ -347,4 +347,4 @@ def stop(env: str, *, workspace: Workspace | None = None, timeout: float = 15.0)
     while state.is_dir() and _supervisor_running(state) and time.monotonic() < deadline:
         time.sleep(0.05)
     _abandon_if_stopped(ws, env, _current(ws, deployment))
-    return repo.update(deployment.id, state=DeploymentState.STOPPED, clear_pid=True)
+    return repo.update(deployment.id, state=DeploymentState.STOPPED, clear_pid=True, by=ws.user)

@@ -267,7 +267,7 @@ def register_model(
         version = write_card(version, workspace=ws)
     if description is not None or tags:
         version = ws.metadata.models.update_version(
-            version.id, description=description, tags=dict(tags or {})
+            version.id, description=description, tags=dict(tags or {}), by=ws.user
         )
     return version
 
@@ -288,7 +288,7 @@ def write_card(version: ModelVersion, *, workspace: Workspace | None = None) -> 
     markdown = ws.artifacts.put_bytes(card.markdown.encode())
     html = ws.artifacts.put_bytes(card.html.encode())
     return ws.metadata.models.set_card(
-        version.id, markdown_digest=markdown.digest, html_digest=html.digest
+        version.id, markdown_digest=markdown.digest, html_digest=html.digest, by=ws.user
     )
 
 
@@ -453,8 +453,8 @@ def describe(
     ws = workspace or default_workspace()
     repo = ws.metadata.models
     if _is_version_ref(ref):
-        return repo.update_version(_resolve(ws, ref).id, description=description)
-    return repo.update_model(_model(ws, ref).id, description=description)
+        return repo.update_version(_resolve(ws, ref).id, description=description, by=ws.user)
+    return repo.update_model(_model(ws, ref).id, description=description, by=ws.user)
 
 
 def tag(
@@ -464,8 +464,8 @@ def tag(
     ws = workspace or default_workspace()
     repo = ws.metadata.models
     if _is_version_ref(ref):
-        return repo.update_version(_resolve(ws, ref).id, tags=tags)
-    return repo.update_model(_model(ws, ref).id, tags=tags)
+        return repo.update_version(_resolve(ws, ref).id, tags=tags, by=ws.user)
+    return repo.update_model(_model(ws, ref).id, tags=tags, by=ws.user)
 
 
 # -- downloading and loading -----------------------------------------------------------------

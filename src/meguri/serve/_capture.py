@@ -188,6 +188,8 @@ class Capture:
             self._thread.join(timeout=30)
             self._thread = None
         self.flush(final=True)
+        if self.system is not None:
+            self.system.stop()
 
     def _run(self) -> None:
         while not self._stop:

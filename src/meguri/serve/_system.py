@@ -65,11 +65,19 @@ class _ProcessClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: float | None = None
+        self._active = 0
 
     def begin(self) -> None:
+        """A sampler starts: the first one counts from now (not from the last one that ran in
+        this process, whose CPU no running sampler should be handed)."""
         with self._lock:
-            if self._last is None:
+            if self._active == 0:
                 self._last = _cpu_seconds()
+            self._active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._active = max(self._active - 1, 0)
 
     def take(self) -> float:
         with self._lock:
@@ -114,6 +122,12 @@ class SystemSampler:
         wall = time.time()
         boundary = (wall // self.interval + 1) * self.interval  # the next multiple
         self._next_at = self._previous_at + (boundary - wall)
+
+    def stop(self) -> None:
+        """This sampler is done (its capture closed): the process clock forgets it."""
+        if self._previous is not None:
+            _CLOCK.end()
+            self._previous = None
 
     def seconds_to_next(self) -> float:
         return max(self._next_at - time.monotonic(), 0.0)

@@ -1,9 +1,12 @@
 """The metadata store (SQLAlchemy 2 + Alembic): SQLite by default, PostgreSQL by URL."""
 
 from meguri.store.metadata._entities import (
+    ROLES,
     Alert,
     AlertState,
     ArtifactRef,
+    AuditEvent,
+    AuditVerification,
     CheckResult,
     Dataset,
     DatasetVersion,
@@ -21,18 +24,24 @@ from meguri.store.metadata._entities import (
     ModelStatus,
     ModelVersion,
     MonitorWindow,
+    NewAuditEvent,
     Project,
     RevisionState,
     Run,
     RunStatus,
     SpecVersion,
+    Token,
+    User,
 )
 from meguri.store.metadata._store import MetadataStore, open_metadata_store
 
 __all__ = [
+    "ROLES",
     "Alert",
     "AlertState",
     "ArtifactRef",
+    "AuditEvent",
+    "AuditVerification",
     "CheckResult",
     "Dataset",
     "DatasetVersion",
@@ -51,10 +60,13 @@ __all__ = [
     "ModelStatus",
     "ModelVersion",
     "MonitorWindow",
+    "NewAuditEvent",
     "Project",
     "RevisionState",
     "Run",
     "RunStatus",
     "SpecVersion",
+    "Token",
+    "User",
     "open_metadata_store",
 ]

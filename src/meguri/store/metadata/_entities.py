@@ -413,3 +413,91 @@ class Alert:
     last_window_id: str
     detail: dict[str, Any]
     created_at: float
+
+
+# -- access control and the audit log ---------------------------------------------------------
+
+#: The roles a user can hold in a project, weakest first: each can do what the ones before it
+#: can (a viewer reads, an editor also writes, an admin also grants roles).
+ROLES: tuple[str, ...] = ("viewer", "editor", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person (or robot) who signs in. ``is_admin`` marks a platform admin, who may do
+    anything in every project; everyone else needs a role per project. A disabled user can
+    neither sign in nor use a token. The password hash never leaves the repository."""
+
+    id: str
+    name: str
+    email: str | None
+    is_admin: bool
+    created_at: float
+    created_by: str
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An API token of a user. Only the sha256 of its secret is stored; ``prefix`` (the
+    secret's first characters, not enough to guess the rest) lets people tell tokens apart."""
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def is_active(self, now: float) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class NewAuditEvent:
+    """What a change says of itself before it is sealed into the audit log: who (``actor``)
+    did what (``action``, e.g. ``model.alias_set``) to which subject, in which project (None
+    for platform-wide changes: users, tokens), with ``detail`` (JSON-able, never a secret)."""
+
+    actor: str
+    action: str
+    subject_kind: str
+    subject_id: str
+    project_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One sealed entry of the append-only audit log. ``seq`` counts 1, 2, ... without gaps;
+    ``hash`` is sha256 of ``prev_hash`` (the previous event's hash) followed by the canonical
+    JSON of the other fields, so editing, inserting or deleting an event breaks the chain."""
+
+    seq: int
+    id: str
+    time: float
+    actor: str
+    action: str
+    project_id: str | None
+    subject_kind: str
+    subject_id: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """The outcome of walking the audit chain: ``ok``, how many events were ``checked``, and
+    when broken the ``first_bad_seq`` and the ``reason``. ``head_seq``/``head_hash`` are the
+    chain's recorded head: keep a copy elsewhere to detect a wholesale rewrite later."""
+
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    reason: str | None
+    head_seq: int = 0
+    head_hash: str | None = None

@@ -385,3 +385,79 @@ alerts = sa.Table(
     sa.Index(None, "window_id"),
     sa.Index(None, "last_window_id"),
 )
+
+# -- access control ---------------------------------------------------------------------------
+# Passwords are stored as scrypt hashes with their parameters (``scrypt$n$r$p$salt$hash``) and
+# tokens as the sha256 of their secret: a copy of the database gives no way in.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=True),
+    *_created(),
+    sa.UniqueConstraint("name"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("user_id", _ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=True),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.Column("last_used_at", sa.Double, nullable=True),
+    *_created(),
+    sa.UniqueConstraint("secret_hash"),
+    sa.Index(None, "user_id"),
+)
+
+project_roles = sa.Table(
+    "project_roles",
+    metadata,
+    sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), primary_key=True),
+    sa.Column("user_id", _ID, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index(None, "user_id"),
+)
+
+# -- the audit log ----------------------------------------------------------------------------
+# ``seq`` is allocated from the single row of ``audit_head`` (id 1), which also records the
+# chain's last hash: appending locks that row (SQLite's write lock serialises anyway), so
+# concurrent writers queue instead of forking the chain, and deleting the newest events is
+# detected because the head no longer matches. ``project_id`` has no foreign key: the log
+# outlives whatever it records.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", _ID, nullable=False),
+    sa.Column("time", sa.Double, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("project_id", _ID, nullable=True),
+    sa.Column("subject_kind", sa.String(40), nullable=False),
+    sa.Column("subject_id", sa.String(200), nullable=False),
+    sa.Column("detail_json", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.UniqueConstraint("id"),
+    sa.Index(None, "project_id", "seq"),
+    sa.Index(None, "time"),
+)
+
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

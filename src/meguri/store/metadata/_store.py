@@ -9,6 +9,8 @@ from meguri.store.metadata._engine import Database, create_engine, normalise_url
 from meguri.store.metadata._migrate import migrate
 
 if TYPE_CHECKING:
+    from meguri.store.metadata.repositories.access import AccessRepository
+    from meguri.store.metadata.repositories.audit import AuditRepository
     from meguri.store.metadata.repositories.checks import CheckRepository
     from meguri.store.metadata.repositories.datasets import DatasetRepository
     from meguri.store.metadata.repositories.deployments import DeploymentRepository
@@ -83,6 +85,18 @@ class MetadataStore:
         from meguri.store.metadata.repositories.monitor import MonitorRepository
 
         return MonitorRepository(self.db)
+
+    @cached_property
+    def access(self) -> AccessRepository:
+        from meguri.store.metadata.repositories.access import AccessRepository
+
+        return AccessRepository(self.db)
+
+    @cached_property
+    def audit(self) -> AuditRepository:
+        from meguri.store.metadata.repositories.audit import AuditRepository
+
+        return AuditRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

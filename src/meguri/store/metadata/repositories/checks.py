@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import CheckResult
+from meguri.store.metadata._entities import CheckResult, NewAuditEvent
 from meguri.store.metadata._schema import check_results
+from meguri.store.metadata.repositories.audit import record
 
 
 class CheckRepository:
@@ -28,12 +29,14 @@ class CheckRepository:
         self._db = db
 
     def record(self, results: Sequence[CheckResult]) -> list[CheckResult]:
-        """Append ``results`` (their ``id`` and ``created_at`` are assigned here) at once."""
+        """Append ``results`` (their ``id`` and ``created_at`` are assigned here) at once, with
+        one audit event per checked subject."""
         now = time.time()  # a microsecond apart: reading back keeps the recorded order
         stored = [_stamped(r, now + i * 1e-6) for i, r in enumerate(results)]
         if stored:
             with self._db.write() as conn:
                 conn.execute(check_results.insert(), [_row(r) for r in stored])
+                record(conn, _events(stored))
         return stored
 
     def for_subject(self, kind: str, subject_id: str) -> list[CheckResult]:
@@ -52,6 +55,34 @@ class CheckRepository:
     def _select(self, query: sa.Select[Any]) -> list[CheckResult]:
         with self._db.read() as conn:
             return [_result(row._mapping) for row in conn.execute(query)]
+
+
+def _events(results: Sequence[CheckResult]) -> list[NewAuditEvent]:
+    """One ``checks.recorded`` event per (project, subject) of ``results``."""
+    groups: dict[tuple[str, str, str], list[CheckResult]] = {}
+    for r in results:
+        groups.setdefault((r.project_id, r.subject_kind, r.subject_id), []).append(r)
+    return [
+        NewAuditEvent(
+            group[0].created_by,
+            "checks.recorded",
+            kind,
+            subject,
+            project_id,
+            {"checks": [_summary(r) for r in group]},
+        )
+        for (project_id, kind, subject), group in groups.items()
+    ]
+
+
+def _summary(result: CheckResult) -> dict[str, Any]:
+    return {
+        "id": result.id,
+        "criterion": result.criterion_id,
+        "stage": result.stage,
+        "value": result.value,
+        "passed": result.passed,
+    }
 
 
 def _stamped(result: CheckResult, now: float) -> CheckResult:

@@ -10,7 +10,9 @@ content_hash)`` are the backstop, and a writer that loses a race retries, then f
 other's version when the content was the same.
 
 A version's parents (the versions it was derived from, in order) are written in the same
-transaction as the version, so lineage is never half-recorded.
+transaction as the version, so lineage is never half-recorded. So is each change's audit event
+(a new version, a report digest, a tag); changes whose caller names no actor (``by``) are
+attributed to ``system``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 from meguri.errors import ConflictError, NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import Dataset, DatasetVersion
+from meguri.store.metadata._entities import Dataset, DatasetVersion, NewAuditEvent
 from meguri.store.metadata._schema import (
     dataset_tags,
     dataset_version_parents,
@@ -35,6 +37,7 @@ from meguri.store.metadata._schema import (
     datasets,
 )
 from meguri.store.metadata.repositories._named import ensure_named
+from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 _RETRIES = 8
 DigestKind = Literal["profile", "quality"]
@@ -181,6 +184,23 @@ class DatasetRepository:
         ]
         if links:
             conn.execute(dataset_version_parents.insert(), links)
+        detail = {
+            "name": name,
+            "version": row["version"],
+            "content_hash": new.content_hash,
+            "operation": new.operation,
+            "rows": new.row_count,
+            "parents": list(dict.fromkeys(new.parents)),
+        }
+        event = NewAuditEvent(
+            new.created_by,
+            "dataset.version_added",
+            "dataset_version",
+            row["id"],
+            project_id,
+            detail,
+        )
+        record(conn, [event])
         return _load(conn, _select_versions().where(dataset_versions.c.id == row["id"]))[0], True
 
     def _row(self, conn: sa.Connection, dataset_id: str, new: NewDatasetVersion) -> dict[str, Any]:
@@ -208,7 +228,9 @@ class DatasetRepository:
             "created_by": new.created_by,
         }
 
-    def set_digest(self, version_id: str, kind: DigestKind, digest: str) -> DatasetVersion:
+    def set_digest(
+        self, version_id: str, kind: DigestKind, digest: str, *, by: str | None = None
+    ) -> DatasetVersion:
         """Record the artifact digest of a version's profile or quality report (replacing any)."""
         column = _DIGEST_COLUMNS.get(kind)
         if column is None:
@@ -221,16 +243,29 @@ class DatasetRepository:
             )
             if done.rowcount != 1:
                 raise _no_version(version_id)
+            project_id = conn.execute(
+                sa.select(datasets.c.project_id)
+                .join(dataset_versions, dataset_versions.c.dataset_id == datasets.c.id)
+                .where(dataset_versions.c.id == version_id)
+            ).scalar_one()
+            detail = {"kind": kind, "digest": digest}
+            event = NewAuditEvent(
+                by or SYSTEM,
+                "dataset.report_set",
+                "dataset_version",
+                version_id,
+                project_id,
+                detail,
+            )
+            record(conn, [event])
         return self.get_version(version_id)
 
-    def set_tag(self, dataset_id: str, key: str, value: str = "") -> None:
+    def set_tag(self, dataset_id: str, key: str, value: str = "", *, by: str | None = None) -> None:
         """Set tag ``key`` of a dataset to ``value`` (replacing an earlier value)."""
         t = dataset_tags.c
         with self._db.write() as conn:
-            if (
-                conn.execute(sa.select(datasets.c.id).where(datasets.c.id == dataset_id)).first()
-                is None
-            ):
+            project_id = _project_of(conn, dataset_id)
+            if project_id is None:
                 raise NotFoundError(
                     f"No dataset with id {dataset_id!r}; `meguri data list` lists them"
                 )
@@ -238,14 +273,20 @@ class DatasetRepository:
             conn.execute(
                 dataset_tags.insert(), {"dataset_id": dataset_id, "key": key, "value": value}
             )
+            detail = {"key": key, "value": value}
+            record(conn, [_tag_event(by, "dataset.tag_set", dataset_id, project_id, detail)])
 
-    def delete_tag(self, dataset_id: str, key: str) -> bool:
+    def delete_tag(self, dataset_id: str, key: str, *, by: str | None = None) -> bool:
         """Remove tag ``key``; True when it was set."""
         t = dataset_tags.c
         with self._db.write() as conn:
             done = conn.execute(
                 dataset_tags.delete().where(t.dataset_id == dataset_id, t.key == key)
             )
+            project_id = _project_of(conn, dataset_id) if done.rowcount else None
+            if project_id is not None:
+                event = _tag_event(by, "dataset.tag_deleted", dataset_id, project_id, {"key": key})
+                record(conn, [event])
         return bool(done.rowcount)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -377,6 +418,18 @@ class DatasetRepository:
         )
         with self._db.read() as conn:
             return _load(conn, query.order_by(dataset_versions.c.id))
+
+
+def _project_of(conn: sa.Connection, dataset_id: str) -> str | None:
+    query = sa.select(datasets.c.project_id).where(datasets.c.id == dataset_id)
+    found = conn.execute(query).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+def _tag_event(
+    by: str | None, action: str, dataset_id: str, project_id: str, detail: dict[str, Any]
+) -> NewAuditEvent:
+    return NewAuditEvent(by or SYSTEM, action, "dataset", dataset_id, project_id, detail)
 
 
 def _same_content(dataset_id: str, content_hash: str) -> sa.ColumnElement[bool]:

@@ -6,6 +6,10 @@ the deployment's row (PostgreSQL) or holds SQLite's write lock, refuses with
 :class:`~meguri.errors.ConflictError` when another writer moved the deployment on meanwhile. Of
 two deploy commands racing on one environment, exactly one wins; the unique constraint on
 ``(deployment, number)`` is the backstop.
+
+Every change is recorded in the audit log in its own transaction (the creation, each revision
+and its state changes, the deployment's state, port and supervisor); changes whose caller
+names no actor (``by``) are attributed to ``system``.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from meguri.store.metadata._entities import (
     DeploymentRevision,
     DeploymentState,
     DeploymentTarget,
+    NewAuditEvent,
     RevisionState,
 )
 from meguri.store.metadata._schema import deployment_revisions, deployments, projects
+from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 __all__ = ["DeploymentRepository", "NewRevision"]
 
@@ -114,7 +120,10 @@ class DeploymentRepository:
             "created_by": by,
         }
         conn.execute(deployments.insert(), row)
-        return _deployment(conn.execute(_by_id(str(row["id"]))).one())
+        created = _deployment(conn.execute(_by_id(str(row["id"]))).one())
+        detail = {"model": model_name}
+        record(conn, [_event(by, "deployment.created", created, detail)])
+        return created
 
     def find(self, project_id: str, environment: str) -> Deployment | None:
         with self._db.read() as conn:
@@ -148,6 +157,7 @@ class DeploymentRepository:
         port: int | None = None,
         pid: int | None = None,
         clear_pid: bool = False,
+        by: str | None = None,
     ) -> Deployment:
         """Set the given fields (``clear_pid`` empties ``pid``: the supervisor is gone)."""
         values: dict[str, Any] = {"updated_at": time.time()}
@@ -163,7 +173,10 @@ class DeploymentRepository:
             )
             if done.rowcount == 0:
                 raise _no_deployment(repr(deployment_id))
-            return _deployment(conn.execute(_by_id(deployment_id)).one())
+            updated = _deployment(conn.execute(_by_id(deployment_id)).one())
+            detail = {k: v for k, v in values.items() if k != "updated_at"}
+            record(conn, [_event(by, "deployment.updated", updated, detail)])
+            return updated
 
     # -- revisions -----------------------------------------------------------------------------
 
@@ -214,7 +227,17 @@ class DeploymentRepository:
         if primary is not None:
             changes["model_name"] = primary.ref.split("@", 1)[0]
         conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(changes))
-        return _revision(conn.execute(_revision_by_id(str(values["id"]))).one())
+        revision = _revision(conn.execute(_revision_by_id(str(values["id"]))).one())
+        detail = {
+            "number": revision.number,
+            "targets": [t.to_dict() for t in new.targets],
+            "strategy": new.strategy,
+            "reason": new.reason,
+            "state": new.state.value,
+        }
+        event = _event(new.created_by, "deployment.revision_added", _deployment(row), detail)
+        record(conn, [event])
+        return revision
 
     def set_revision_state(
         self,
@@ -224,6 +247,7 @@ class DeploymentRepository:
         step: int | None = None,
         detail: Mapping[str, Any] | None = None,
         reason: str | None = None,
+        by: str | None = None,
     ) -> DeploymentRevision:
         """Move a revision on: its ``state``, and when given its ``step``, ``reason`` and
         ``detail`` (merged into the stored detail)."""
@@ -240,6 +264,10 @@ class DeploymentRepository:
                 values["detail_json"] = _dumps({**orjson.loads(row.detail_json), **detail})
             r = deployment_revisions.c
             conn.execute(deployment_revisions.update().where(r.id == revision_id).values(values))
+            deployment = _deployment(conn.execute(_by_id(row.deployment_id)).one())
+            change = {k: v for k, v in values.items() if k not in ("updated_at", "detail_json")}
+            change.update(number=row.number, detail=dict(detail or {}))
+            record(conn, [_event(by, "deployment.revision_state_set", deployment, change)])
             return _revision(conn.execute(_revision_by_id(revision_id)).one())
 
     def get_revision(self, revision_id: str) -> DeploymentRevision:
@@ -268,6 +296,19 @@ class DeploymentRepository:
         )
         with self._db.read() as conn:
             return [_revision(row) for row in conn.execute(query).all()]
+
+
+def _event(
+    by: str | None, action: str, deployment: Deployment, detail: dict[str, Any]
+) -> NewAuditEvent:
+    return NewAuditEvent(
+        by or SYSTEM,
+        action,
+        "deployment",
+        deployment.id,
+        deployment.project_id,
+        {"environment": deployment.environment, **detail},
+    )
 
 
 def _find(conn: sa.Connection, project_id: str, environment: str) -> Deployment | None:

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from meguri.errors import ConflictError, NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import Document, DocumentVersion
+from meguri.store.metadata._entities import Document, DocumentVersion, NewAuditEvent
 from meguri.store.metadata._schema import document_versions, documents
 from meguri.store.metadata.repositories._named import ensure_named
+from meguri.store.metadata.repositories.audit import record
 
 _RETRIES = 8
 
@@ -94,6 +95,11 @@ class DocumentRepository:
             created_by=created_by,
         )
         conn.execute(document_versions.insert(), asdict(version))
+        detail = {"name": name, "version": version.version, "hash": digest, "message": message}
+        event = NewAuditEvent(
+            created_by, "document.version_added", "document_version", version.id, project_id, detail
+        )
+        record(conn, [event])
         return version, True
 
     def find(self, project_id: str, name: str) -> Document | None:

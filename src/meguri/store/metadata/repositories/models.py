@@ -9,7 +9,9 @@ of the model stores nothing and returns that version.
 An alias (``production``, ``staging``, any name) points at one version of its model; only a
 ready version can carry one, and archiving a version removes its aliases. Every change of a
 version or alias appends a :class:`ModelEvent` in the same transaction as the change, so the
-history (the audit trail of the registry) never disagrees with the state.
+history (the audit trail of the registry) never disagrees with the state. Each model event is
+also recorded in the platform's audit log (action ``model.<kind>``), as are description, tag
+and card changes; those whose caller names no actor (``by``) are attributed to ``system``.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from meguri.store.metadata._entities import (
     ModelEvent,
     ModelStatus,
     ModelVersion,
+    NewAuditEvent,
 )
 from meguri.store.metadata._schema import model_aliases, model_events, model_versions, models
 from meguri.store.metadata.repositories._named import ensure_named
+from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 _RETRIES = 8
 
@@ -246,10 +250,10 @@ class ModelRepository:
                 .where(model_versions.c.id == version_id)
                 .values(status=ModelStatus.ARCHIVED.value)
             )
+            _archive_model_if_empty(conn, version.model_id)
             events = [NewModelEvent("alias_removed", {"alias": a}) for a in version.aliases]
             events.append(NewModelEvent("archived", {"removed_aliases": list(version.aliases)}))
-            _append(conn, version.model_id, version_id, by, events)
-            _archive_model_if_empty(conn, version.model_id)
+            _append(conn, version.model_id, version_id, by, events)  # last: it audits
             return _load(conn, _select_versions().where(model_versions.c.id == version_id))[0]
 
     def update_model(
@@ -258,6 +262,7 @@ class ModelRepository:
         *,
         description: str | None = None,
         tags: Mapping[str, str | None] | None = None,
+        by: str | None = None,
     ) -> Model:
         """Set the description (when given) and merge ``tags`` (``None`` removes a key)."""
         with self._db.write() as conn:
@@ -270,6 +275,11 @@ class ModelRepository:
                 )
             values = _changes(row, description, tags)
             conn.execute(models.update().where(models.c.id == model_id).values(values))
+            detail = _change_detail(row.name, description, tags)
+            event = NewAuditEvent(
+                by or SYSTEM, "model.updated", "model", model_id, row.project_id, detail
+            )
+            record(conn, [event])
             return _model(conn.execute(sa.select(models).where(models.c.id == model_id)).one())
 
     def update_version(
@@ -278,10 +288,11 @@ class ModelRepository:
         *,
         description: str | None = None,
         tags: Mapping[str, str | None] | None = None,
+        by: str | None = None,
     ) -> ModelVersion:
         """Set the version's description (when given) and merge ``tags``."""
         with self._db.write() as conn:
-            self._locked_version(conn, version_id)
+            version = self._locked_version(conn, version_id)
             row = conn.execute(
                 sa.select(model_versions).where(model_versions.c.id == version_id)
             ).one()
@@ -289,17 +300,23 @@ class ModelRepository:
             conn.execute(
                 model_versions.update().where(model_versions.c.id == version_id).values(values)
             )
+            detail = _change_detail(version.ref, description, tags)
+            _audit_version(conn, version, by, "model.version_updated", detail)
             return _load(conn, _select_versions().where(model_versions.c.id == version_id))[0]
 
-    def set_card(self, version_id: str, *, markdown_digest: str, html_digest: str) -> ModelVersion:
+    def set_card(
+        self, version_id: str, *, markdown_digest: str, html_digest: str, by: str | None = None
+    ) -> ModelVersion:
         """Record the artifact digests of the version's model card (Markdown and HTML)."""
         with self._db.write() as conn:
-            self._locked_version(conn, version_id)
+            version = self._locked_version(conn, version_id)
             conn.execute(
                 model_versions.update()
                 .where(model_versions.c.id == version_id)
                 .values(card_markdown_digest=markdown_digest, card_html_digest=html_digest)
             )
+            detail = {"model": version.ref, "markdown": markdown_digest, "html": html_digest}
+            _audit_version(conn, version, by, "model.card_set", detail)
             return _load(conn, _select_versions().where(model_versions.c.id == version_id))[0]
 
     def add_event(
@@ -491,7 +508,54 @@ def _append(
     ]
     if rows:
         conn.execute(model_events.insert(), rows)
+        _audit_events(conn, model_id, stored)
     return stored
+
+
+def _project_of(conn: sa.Connection, model_id: str) -> tuple[str, str]:
+    """The model's project id and name."""
+    query = sa.select(models.c.project_id, models.c.name).where(models.c.id == model_id)
+    project_id, name = conn.execute(query).one()
+    return str(project_id), str(name)
+
+
+def _audit_events(conn: sa.Connection, model_id: str, events: Sequence[ModelEvent]) -> None:
+    """Mirror model events in the audit log (each ``model.<kind>``, on the version when it
+    names one): the last statement of the caller's transaction."""
+    project_id, name = _project_of(conn, model_id)
+    record(
+        conn,
+        [
+            NewAuditEvent(
+                e.created_by,
+                f"model.{e.kind}",
+                "model" if e.version_id is None else "model_version",
+                e.version_id or model_id,
+                project_id,
+                {"model": name, **e.detail},
+            )
+            for e in events
+        ],
+    )
+
+
+def _audit_version(
+    conn: sa.Connection, version: ModelVersion, by: str | None, action: str, detail: dict[str, Any]
+) -> None:
+    project_id, _ = _project_of(conn, version.model_id)
+    event = NewAuditEvent(by or SYSTEM, action, "model_version", version.id, project_id, detail)
+    record(conn, [event])
+
+
+def _change_detail(
+    what: str, description: str | None, tags: Mapping[str, str | None] | None
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {"model": what}
+    if description is not None:
+        detail["description"] = description
+    if tags is not None:
+        detail["tags"] = dict(tags)
+    return detail
 
 
 def _no_version(version_id: str) -> NotFoundError:

@@ -11,6 +11,10 @@ At most one alert of a rule fires per project environment. The repository refuse
 with :class:`~meguri.errors.ConflictError`, and the unique constraint on
 ``(project, environment, firing_rule)`` (``firing_rule`` is NULL once resolved) refuses it in
 the database too, for two writers that race past the check.
+
+The audit log gets one event per saved batch and environment (``monitor.windows_saved``, with
+the count and time range, not each window) and one per alert change; the actor is ``by``,
+``system`` when the caller names none (the monitoring loop).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from meguri.errors import ConflictError, DataError, NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import Alert, AlertState, MonitorWindow
+from meguri.store.metadata._entities import Alert, AlertState, MonitorWindow, NewAuditEvent
 from meguri.store.metadata._schema import alerts, monitor_windows, projects
+from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 __all__ = ["UNSET", "FigurePoint", "MonitorRepository", "NewWindow"]
 
@@ -81,7 +86,9 @@ class MonitorRepository:
 
     # -- windows -------------------------------------------------------------------------------
 
-    def save_windows(self, windows: Sequence[NewWindow]) -> list[MonitorWindow]:
+    def save_windows(
+        self, windows: Sequence[NewWindow], *, by: str | None = None
+    ) -> list[MonitorWindow]:
         """Store ``windows`` in one transaction, replacing any stored window with the same
         ``(project, environment, start, end)``; the stored windows, in the order given.
 
@@ -98,6 +105,7 @@ class MonitorRepository:
             keys = sa.tuple_(_W.project_id, _W.environment, _W.start, _W.end)
             query = sa.select(monitor_windows).where(keys.in_(builtins.list(rows)))
             stored = {_key_of(w): w for w in map(_window, conn.execute(query))}
+            record(conn, _saved_events(by or SYSTEM, stored.values()))
         return [stored[_key_of(w)] for w in windows]
 
     def windows(
@@ -168,6 +176,7 @@ class MonitorRepository:
         window_id: str,
         detail: Mapping[str, Any] | None = None,
         started_at: float | None = None,
+        by: str | None = None,
     ) -> Alert:
         """A new firing alert of ``rule`` in the environment, fired by window ``window_id``
         (``started_at`` defaults to now).
@@ -197,7 +206,10 @@ class MonitorRepository:
                 _require_window(conn, window_id, project_id, environment)
                 _refuse_second_firing(conn, project_id, environment, rule)
                 conn.execute(alerts.insert(), row)
-                return _alert(conn.execute(_alert_by_id(str(row["id"]))).one())
+                alert = _alert(conn.execute(_alert_by_id(str(row["id"]))).one())
+                detail = {"severity": severity, "value": alert.value, "window": window_id}
+                record(conn, [_alert_event(by, "alert.opened", alert, detail)])
+                return alert
         except sa.exc.IntegrityError:  # a concurrent writer opened it first
             raise _already_firing(rule, environment, None) from None
 
@@ -210,6 +222,7 @@ class MonitorRepository:
         detail: Mapping[str, Any] | None = None,
         state: AlertState | None = None,
         resolved_at: float | _Unset | None = UNSET,
+        by: str | None = None,
     ) -> Alert:
         """Change the given fields of an alert; ``detail`` is merged into the stored detail
         (its top-level keys replace the stored ones). Resolving sets ``resolved_at`` to now
@@ -224,7 +237,14 @@ class MonitorRepository:
                     _require_window(conn, last_window_id, row.project_id, row.environment)
                 changes = _alert_changes(row, value, last_window_id, detail, state, resolved_at)
                 conn.execute(alerts.update().where(_A.id == alert_id).values(changes))
-                return _alert(conn.execute(_alert_by_id(alert_id)).one())
+                alert = _alert(conn.execute(_alert_by_id(alert_id)).one())
+                action = _alert_action(row.state, alert.state)
+                described = {
+                    k: v for k, v in changes.items() if k not in ("detail_json", "firing_rule")
+                }
+                described["detail"] = dict(detail or {})
+                record(conn, [_alert_event(by, action, alert, described)])
+                return alert
         except sa.exc.IntegrityError:  # fired again while another alert of the rule fires
             alert = self.get_alert(alert_id)
             raise _already_firing(alert.rule, alert.environment, None) from None
@@ -467,6 +487,41 @@ def _alert_changes(
     if resolved_at is not UNSET:
         changes["resolved_at"] = resolved_at
     return changes
+
+
+def _saved_events(actor: str, windows: Iterable[MonitorWindow]) -> builtins.list[NewAuditEvent]:
+    """One ``monitor.windows_saved`` event per (project, environment) of the batch."""
+    groups: dict[tuple[str, str], builtins.list[MonitorWindow]] = {}
+    for window in windows:
+        groups.setdefault((window.project_id, window.environment), []).append(window)
+    return [
+        NewAuditEvent(
+            actor,
+            "monitor.windows_saved",
+            "environment",
+            environment,
+            project_id,
+            {
+                "windows": len(group),
+                "start": min(w.start for w in group),
+                "end": max(w.end for w in group),
+            },
+        )
+        for (project_id, environment), group in sorted(groups.items())
+    ]
+
+
+def _alert_action(before: str, after: AlertState) -> str:
+    if AlertState(before) is after:
+        return "alert.updated"
+    return "alert.resolved" if after is AlertState.RESOLVED else "alert.refired"
+
+
+def _alert_event(
+    by: str | None, action: str, alert: Alert, detail: dict[str, Any]
+) -> NewAuditEvent:
+    info = {"environment": alert.environment, "rule": alert.rule, **detail}
+    return NewAuditEvent(by or SYSTEM, action, "alert", alert.id, alert.project_id, info)
 
 
 def _alert(row: sa.Row[Any]) -> Alert:

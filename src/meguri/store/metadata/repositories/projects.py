@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from meguri.errors import NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import Project
+from meguri.store.metadata._entities import NewAuditEvent, Project
 from meguri.store.metadata._schema import projects
+from meguri.store.metadata.repositories.audit import record
 
 
 class ProjectRepository:
@@ -22,8 +23,9 @@ class ProjectRepository:
         found = self.find(name)
         if found is not None:
             return found
+        project_id = new_id("prj")
         row = {
-            "id": new_id("prj"),
+            "id": project_id,
             "name": name,
             "created_at": time.time(),
             "created_by": created_by,
@@ -31,6 +33,10 @@ class ProjectRepository:
         try:
             with self._db.write() as conn:
                 conn.execute(projects.insert(), row)
+                event = NewAuditEvent(
+                    created_by, "project.created", "project", project_id, project_id, {"name": name}
+                )
+                record(conn, [event])
         except sa.exc.IntegrityError:
             pass  # another process created it first
         found = self.find(name)

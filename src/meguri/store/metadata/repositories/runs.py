@@ -3,6 +3,10 @@
 Metric points are written in batches (one ``executemany`` per flush); ``latest_metrics`` keeps
 the last point of each key (highest step, then newest time) so that searching and ordering runs
 by a metric is one indexed join, however long the histories are.
+
+The audit log records a run's creation and end, each batch that sets params or tags (one event
+per call), its inputs and artifacts, attributed to the run's owner; metric points and
+heartbeats are not audited, so the hot path of tracking writes no event and takes no lock.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from meguri.store.metadata._engine import Database
 from meguri.store.metadata._entities import (
     ArtifactRef,
     Experiment,
+    NewAuditEvent,
     Run,
     RunStatus,
 )
@@ -36,6 +41,7 @@ from meguri.store.metadata._schema import (
     runs,
 )
 from meguri.store.metadata._search import ordered_id_queries, parse_filter, parse_order
+from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 #: One metric point as buffered by the tracking SDK: (key, value, step, timestamp).
 PointTuple = tuple[str, float, int, float]
@@ -99,6 +105,15 @@ class RunRepository:
         try:
             with self._db.write() as conn:
                 conn.execute(experiments.insert(), row)
+                event = NewAuditEvent(
+                    created_by,
+                    "experiment.created",
+                    "experiment",
+                    str(row["id"]),
+                    project_id,
+                    {"name": name},
+                )
+                record(conn, [event])
         except sa.exc.IntegrityError:
             pass  # created concurrently
         found = self.find_experiment(project_id, name)
@@ -149,8 +164,12 @@ class RunRepository:
             "host": host,
             "pid": pid,
         }
+        detail = {"name": row["name"], "experiment_id": experiment_id, "parent": parent_run_id}
         with self._db.write() as conn:
             conn.execute(runs.insert(), row)
+            owner = _owner(conn, run_id)
+            if owner is not None:
+                record(conn, [owner.event("run.created", detail)])
         return self.get_run(run_id)
 
     def end_run(
@@ -172,6 +191,9 @@ class RunRepository:
         }
         with self._db.write() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            owner = _owner(conn, run_id)
+            if owner is not None:
+                record(conn, [owner.event("run.ended", {"status": status.value, "reason": reason})])
 
     def heartbeat(self, run_ids: Sequence[str], peak_memory_bytes: int | None = None) -> None:
         if not run_ids:
@@ -193,19 +215,26 @@ class RunRepository:
             f"no heartbeat for over {timeout_seconds:g} s: the process was killed or lost "
             "(e.g. SIGKILL, out of memory, machine restart)"
         )
-        update = runs.update().where(stale)
         with self._db.read() as conn:
             if conn.execute(sa.select(runs.c.id).where(stale).limit(1)).first() is None:
                 return 0
         with self._db.write() as conn:
-            result = conn.execute(
-                update.values(
+            owners = _owners(conn, stale, lock=True)  # PostgreSQL re-checks stale once locked
+            ids = [o.run_id for o in owners]
+            if not ids:
+                return 0
+            conn.execute(
+                runs.update()
+                .where(runs.c.id.in_(ids))
+                .values(
                     status=RunStatus.FAILED.value,
                     ended_at=runs.c.heartbeat_at,
                     status_reason=reason,
                 )
             )
-        return int(result.rowcount)
+            detail = {"status": RunStatus.FAILED.value, "reason": reason}
+            record(conn, [o.event("run.ended", detail, actor=SYSTEM) for o in owners])
+        return len(ids)
 
     # -- logging -----------------------------------------------------------------------------
 
@@ -216,10 +245,10 @@ class RunRepository:
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Write metric points, params and tags of one run in one transaction."""
+        """Write metric points, params and tags of one run in one transaction (with one audit
+        event when params or tags change; metric points alone are not audited)."""
         with self._db.write() as conn:
-            if params:
-                self._write_params(conn, run_id, params)
+            added = self._write_params(conn, run_id, params) if params else {}
             if tags:
                 self._upsert(
                     conn,
@@ -229,6 +258,11 @@ class RunRepository:
                 )
             if points:
                 self._write_points(conn, run_id, points)
+            if added or tags:
+                owner = _owner(conn, run_id)
+                if owner is not None:
+                    detail = {"params": added, "tags": dict(tags or {})}
+                    record(conn, [owner.event("run.logged", detail)])
 
     def _write_points(self, conn: sa.Connection, run_id: str, points: Sequence[PointTuple]) -> None:
         # The hot path: one driver-level executemany of plain tuples, no per-row SQL objects.
@@ -281,7 +315,11 @@ class RunRepository:
         )
         conn.execute(stmt, rows)
 
-    def _write_params(self, conn: sa.Connection, run_id: str, params: Mapping[str, str]) -> None:
+    def _write_params(
+        self, conn: sa.Connection, run_id: str, params: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Insert the params not yet set (an equal value is fine, another one is refused);
+        the ones inserted."""
         query = sa.select(run_params.c.key, run_params.c.value).where(
             run_params.c.run_id == run_id, run_params.c.key.in_(list(params))
         )
@@ -295,24 +333,40 @@ class RunRepository:
                 f"Param {key!r} of run {run_id} is already {old!r}; cannot change it to {new!r}. "
                 "Params are immutable: log the new value under another key, or start a new run."
             )
-        rows = [
-            {"run_id": run_id, "key": k, "value": v} for k, v in params.items() if k not in existing
-        ]
-        if rows:
-            conn.execute(run_params.insert(), rows)
+        added = {k: v for k, v in params.items() if k not in existing}
+        if added:
+            conn.execute(
+                run_params.insert(),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in added.items()],
+            )
+        return added
 
     def add_inputs(self, run_id: str, kind: str, refs: Iterable[str]) -> None:
-        rows = [{"run_id": run_id, "kind": kind, "ref": ref} for ref in dict.fromkeys(refs)]
-        if not rows:
+        wanted = list(dict.fromkeys(refs))
+        if not wanted:
             return
+        i = run_inputs.c
         stmt = self._insert_for(run_inputs).on_conflict_do_nothing()
         with self._db.write() as conn:
-            conn.execute(stmt, rows)
+            known = conn.execute(
+                sa.select(i.ref).where(i.run_id == run_id, i.kind == kind, i.ref.in_(wanted))
+            )
+            new = [ref for ref in wanted if ref not in set(known.scalars())]
+            if not new:
+                return
+            conn.execute(stmt, [{"run_id": run_id, "kind": kind, "ref": ref} for ref in new])
+            owner = _owner(conn, run_id)
+            if owner is not None:
+                record(conn, [owner.event("run.inputs_added", {"kind": kind, "refs": new})])
 
     def add_artifact(self, run_id: str, artifact: ArtifactRef) -> None:
         row = {"run_id": run_id, **{f: getattr(artifact, f) for f in ArtifactRef.__slots__}}
         with self._db.write() as conn:
             self._upsert(conn, run_artifacts, [row], ("digest", "size", "media_type", "created_at"))
+            owner = _owner(conn, run_id)
+            if owner is not None:
+                detail = {"name": artifact.name, "digest": artifact.digest, "size": artifact.size}
+                record(conn, [owner.event("run.artifact_logged", detail)])
 
     def list_artifacts(self, run_id: str) -> list[ArtifactRef]:
         query = sa.select(run_artifacts).where(run_artifacts.c.run_id == run_id)
@@ -381,6 +435,40 @@ class RunRepository:
     def _load(self, ids: list[str]) -> list[Run]:
         with self._db.read() as conn:
             return self._loader.load(conn, ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """Who a run's audit events are attributed to, and where they belong."""
+
+    run_id: str
+    created_by: str
+    project_id: str
+
+    def event(self, action: str, detail: dict[str, Any], actor: str | None = None) -> NewAuditEvent:
+        return NewAuditEvent(
+            actor or self.created_by, action, "run", self.run_id, self.project_id, detail
+        )
+
+
+def _owners(
+    conn: sa.Connection, where: sa.ColumnElement[bool], *, lock: bool = False
+) -> list[_Owner]:
+    query = (
+        sa.select(runs.c.id, runs.c.created_by, experiments.c.project_id)
+        .join(experiments, experiments.c.id == runs.c.experiment_id)
+        .where(where)
+        .order_by(runs.c.id)
+    )
+    if lock:
+        query = query.with_for_update(of=runs)
+    return [_Owner(*row) for row in conn.execute(query)]
+
+
+def _owner(conn: sa.Connection, run_id: str) -> _Owner | None:
+    """The run's owner and project; None for an unknown run (nothing was changed then)."""
+    found = _owners(conn, runs.c.id == run_id)
+    return found[0] if found else None
 
 
 def _metric_rows(run_id: str, points: Sequence[PointTuple]) -> list[dict[str, Any]]:

@@ -17,14 +17,22 @@ import sqlalchemy as sa
 from meguri.errors import NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
-from meguri.store.metadata._entities import SpecVersion
+from meguri.store.metadata._entities import NewAuditEvent, SpecVersion
 from meguri.store.metadata._schema import projects, spec_versions
+from meguri.store.metadata.repositories.audit import record
 
 _ORDER = (spec_versions.c.created_at, spec_versions.c.id)
 
 
 def _entity(row: sa.Row[tuple[object, ...]]) -> SpecVersion:
     return SpecVersion(**row._mapping)
+
+
+def _saved_event(version: SpecVersion) -> NewAuditEvent:
+    detail = {"hash": version.hash, "message": version.message}
+    return NewAuditEvent(
+        version.created_by, "spec.saved", "spec_version", version.id, version.project_id, detail
+    )
 
 
 class SpecRepository:
@@ -57,6 +65,7 @@ class SpecRepository:
         try:
             with self._db.write() as conn:
                 conn.execute(spec_versions.insert(), asdict(version))
+                record(conn, [_saved_event(version)])
         except sa.exc.IntegrityError:
             found = self.find_by_hash(project_id, hash)
             if found is not None:

@@ -1,0 +1,1 @@
+from meguri.testing.contract_access import *  # noqa: F403

@@ -1,0 +1,1 @@
+from meguri.testing.contract_audit import *  # noqa: F403
