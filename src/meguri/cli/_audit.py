@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from meguri.cli._here import workspace_session as _workspace
+
 if TYPE_CHECKING:
     from meguri.store import Workspace
     from meguri.store.metadata import AuditEvent
@@ -53,17 +55,6 @@ class ExportFormat(StrEnum):
 
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
-
-
-@contextmanager
-def _workspace() -> Iterator[Workspace]:
-    from meguri.store import open_workspace
-
-    ws = open_workspace()
-    try:
-        yield ws
-    finally:
-        ws.close()
 
 
 def _project_id(ws: Workspace, project: str | None) -> str | None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from meguri.cli._here import workspace as _workspace
 from meguri.errors import DataError
 
 if TYPE_CHECKING:
@@ -29,12 +30,6 @@ def register(app: typer.Typer) -> None:
     from meguri.cli import _data_phase  # noqa: F401  (adds profile, check, prepare)
 
     app.add_typer(data_app, name="data")
-
-
-def _workspace() -> Workspace:
-    from meguri.store import open_workspace
-
-    return open_workspace()
 
 
 def _when(stamp: float) -> str:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from meguri.cli._data import _workspace, console, data_app
+from meguri.cli._data import console, data_app
+from meguri.cli._here import workspace as _workspace
 
 if TYPE_CHECKING:
     from meguri.data import DatasetProfile, PreparedData, QualityReport

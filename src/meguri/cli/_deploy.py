@@ -12,8 +12,9 @@ from rich.table import Table
 from typer._click.core import Context
 from typer.core import TyperGroup
 
+from meguri.cli._here import workspace as _workspace
+
 if TYPE_CHECKING:
-    from meguri.store import Workspace
     from meguri.store.metadata import DeploymentRevision
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -39,12 +40,6 @@ deploy_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(deploy_app, name="deploy")
-
-
-def _workspace() -> Workspace:
-    from meguri.store import open_workspace
-
-    return open_workspace()
 
 
 def _when(stamp: float) -> str:

@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meguri.cli._here import workspace as _workspace
+
 if TYPE_CHECKING:
     from meguri.registry import GateReport
-    from meguri.store import Workspace
     from meguri.store.metadata import ModelEvent, ModelVersion
 
 models_app = typer.Typer(
@@ -26,12 +27,6 @@ _REF_HELP = "NAME, NAME@ALIAS, NAME@VERSION, NAME@latest or a version id (mv-…
 
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
-
-
-def _workspace() -> Workspace:
-    from meguri.store import open_workspace
-
-    return open_workspace()
 
 
 def _when(stamp: float) -> str:

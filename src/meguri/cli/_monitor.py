@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meguri.cli._here import workspace as _workspace
 from meguri.errors import ConfigError
 
 if TYPE_CHECKING:
-    from meguri.store import Workspace
     from meguri.store.metadata import MonitorWindow
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -46,12 +46,6 @@ SHOWN = (
 def register(app: typer.Typer) -> None:
     app.add_typer(monitor_app, name="monitor")
     app.command("feedback")(feedback_cmd)
-
-
-def _workspace() -> Workspace:
-    from meguri.store import open_workspace
-
-    return open_workspace()
 
 
 def parse_when(value: str | None, option: str) -> float | None:

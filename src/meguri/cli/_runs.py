@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meguri.store import Workspace, open_workspace
+from meguri.cli._here import workspace as _workspace
+from meguri.store import Workspace
 from meguri.store.metadata import Run
 
 runs_app = typer.Typer(
@@ -65,10 +66,6 @@ def _headline_metrics(keys: set[str], count: int = 3) -> list[str]:
 
 def _status(run: Run) -> str:
     return f"[{_STATUS_STYLE.get(run.status.value, 'white')}]{run.status.value}[/]"
-
-
-def _workspace() -> Workspace:
-    return open_workspace()
 
 
 @runs_app.command("list")

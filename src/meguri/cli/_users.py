@@ -12,14 +12,14 @@ import datetime as dt
 import secrets
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from meguri.cli._here import workspace_session as _workspace
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
@@ -40,17 +40,6 @@ _ROLE_HELP = "viewer (reads), editor (also writes) or admin (also grants roles).
 
 def register(app: typer.Typer) -> None:
     app.add_typer(users_app, name="users")
-
-
-@contextmanager
-def _workspace() -> Iterator[Workspace]:
-    from meguri.store import open_workspace
-
-    ws = open_workspace()
-    try:
-        yield ws
-    finally:
-        ws.close()
 
 
 def _when(stamp: float | None) -> str:

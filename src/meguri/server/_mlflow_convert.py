@@ -18,6 +18,7 @@ from typing import Any
 
 from meguri.errors import QuerySyntaxError
 from meguri.store.metadata import Experiment, Run, RunStatus
+from meguri.store.metadata._search import split_and
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -163,20 +164,6 @@ _OP_VALUE = re.compile(
 )
 
 
-def _split_and(text: str) -> list[str]:
-    """Split on ``and`` outside quotes and backticks."""
-    parts, start, quote = [], 0, ""
-    for match in re.finditer(r"'|\"|`|\s+and\s+", text, re.IGNORECASE):
-        token = match.group(0)
-        if token in "'\"`":
-            quote = "" if quote == token else (quote or token)
-        elif not quote:
-            parts.append(text[start : match.start()])
-            start = match.end()
-    parts.append(text[start:])
-    return parts
-
-
 def _attribute_clause(key: str, op: str, value: str) -> str:
     name = _ATTRIBUTES.get(key.lower())
     if name is None:
@@ -198,7 +185,7 @@ def translate_filter(text: str | None) -> str | None:
     if not text or not text.strip():
         return None
     out = []
-    for part in _split_and(text):
+    for part in split_and(text):
         clause = _CLAUSE.match(part)
         tail = _OP_VALUE.match(clause["rest"]) if clause else None
         if clause is None or tail is None:

@@ -60,8 +60,9 @@ def _kind(raw: str | None) -> str:
     return raw if raw.endswith("s") else raw + "s"
 
 
-def _split(text: str) -> list[str]:
-    """Split on ``and`` outside quotes."""
+def split_and(text: str) -> list[str]:
+    """Split a filter on ``and`` outside quotes and backticks (the MLflow search syntax the
+    platform's MLflow routes translate uses the same rule)."""
     parts, start, quote = [], 0, ""
     for match in re.finditer(r"'|\"|`|\s+and\s+", text, re.IGNORECASE):
         token = match.group(0)
@@ -77,7 +78,7 @@ def _split(text: str) -> list[str]:
 def parse_filter(text: str | None) -> list[Clause]:
     if not text or not text.strip():
         return []
-    return [_parse_clause(part) for part in _split(text)]
+    return [_parse_clause(part) for part in split_and(text)]
 
 
 def _parse_clause(part: str) -> Clause:
