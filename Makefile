@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench bench-venv bench-data bench-serve clean help
+.PHONY: demo test lint bench bench-venv bench-data bench-serve bench-monitor clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make test   lint (ruff), type-check (mypy), check layers (import-linter), run the tests"
 	@echo "make bench  run the benchmarks under bench/ (tracking vs MLflow, data vs pandas, tuning vs Optuna, training vs bare libraries, serving vs mlflow/BentoML/FastAPI)"
 	@echo "make bench-data  only the data-preparation benchmark (meguri vs pandas)"
+	@echo "make bench-monitor  only the drift benchmark (meguri vs Evidently, 10k to 1M rows)"
 
 # constraints.txt pins the versions the suite was last run with (pip freeze of a working
 # .venv): installs are reproducible and pip never backtracks through boto3/botocore releases.
@@ -44,14 +45,20 @@ bench: bench-venv
 	.venv-bench/bin/python bench/tune.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/train_overhead.py $(BENCH_ARGS)
 	.venv-bench/bin/python bench/serve.py $(BENCH_ARGS)
+	.venv-bench/bin/python bench/monitor.py
 
 bench-venv:
 	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	@test .venv-bench/.installed -nt pyproject.toml || { \
 	  .venv-bench/bin/python -m pip install -q --upgrade pip && \
-	  .venv-bench/bin/python -m pip install -q -e '.[bench]' && touch .venv-bench/.installed; }
+	  .venv-bench/bin/python -m pip install -q -e '.[bench]' && \
+	  .venv-bench/bin/python -m pip install -q --no-deps --target .venv-bench/pandas2 \
+	    'pandas>=2.2,<3' pytz && touch .venv-bench/.installed; }
 
 # meguri's data preparation against pandas (5M rows; 2.5-5 minutes on 2 cores, --quick ~20 s).
+bench-monitor: bench-venv
+	.venv-bench/bin/python bench/monitor.py $(BENCH_ARGS)
+
 bench-data: bench-venv
 	.venv-bench/bin/python bench/data.py $(BENCH_ARGS)
 

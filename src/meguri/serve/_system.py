@@ -60,31 +60,25 @@ def _rss_bytes() -> int:
 
 class _ProcessClock:
     """The process's CPU seconds, each handed to exactly one sampler (see the module
-    docstring): :meth:`take` returns the CPU used since the last :meth:`take` by any sampler."""
+    docstring): :meth:`take` returns the CPU used since the last :meth:`take` by any sampler,
+    but never from before the asking sampler started (CPU spent while no sampler ran, or
+    before this one began, belongs to none of them)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last: float | None = None
-        self._active = 0
+        self._last = 0.0
 
-    def begin(self) -> None:
-        """A sampler starts: the first one counts from now (not from the last one that ran in
-        this process, whose CPU no running sampler should be handed)."""
-        with self._lock:
-            if self._active == 0:
-                self._last = _cpu_seconds()
-            self._active += 1
+    def now(self) -> float:
+        return _cpu_seconds()
 
-    def end(self) -> None:
-        with self._lock:
-            self._active = max(self._active - 1, 0)
-
-    def take(self) -> float:
+    def take(self, started: float) -> float:
+        """CPU seconds since the later of the last hand-out and ``started`` (this sampler's
+        start, as :meth:`now` read it)."""
         with self._lock:
             now = _cpu_seconds()
-            last = now if self._last is None else self._last
+            since = max(self._last, started)
             self._last = now
-            return max(now - last, 0.0)
+            return max(now - since, 0.0)
 
 
 _CLOCK = _ProcessClock()
@@ -110,13 +104,14 @@ class SystemSampler:
     def __init__(self, metrics: Metrics, *, interval: float) -> None:
         self.metrics, self.interval = metrics, interval
         self._previous: MetricsSnapshot | None = None
+        self._cpu_started = 0.0
         self._previous_at = 0.0
         self._next_at = 0.0
         self._samples: list[SystemSample] = []
 
     def start(self) -> None:
         """Take the reference reading: the first sample counts from now."""
-        _CLOCK.begin()
+        self._cpu_started = _CLOCK.now()
         self._previous = self.metrics.snapshot()
         self._previous_at = time.monotonic()
         wall = time.time()
@@ -124,10 +119,8 @@ class SystemSampler:
         self._next_at = self._previous_at + (boundary - wall)
 
     def stop(self) -> None:
-        """This sampler is done (its capture closed): the process clock forgets it."""
-        if self._previous is not None:
-            _CLOCK.end()
-            self._previous = None
+        """This sampler is done (its capture closed); a later sample starts it again."""
+        self._previous = None
 
     def seconds_to_next(self) -> float:
         return max(self._next_at - time.monotonic(), 0.0)
@@ -141,7 +134,8 @@ class SystemSampler:
         if not force and now < self._next_at:
             return
         current = self.metrics.snapshot()
-        self._samples.append(_difference(self._previous, current, now - self._previous_at))
+        cpu = _CLOCK.take(self._cpu_started)
+        self._samples.append(_difference(self._previous, current, now - self._previous_at, cpu))
         self._previous, self._previous_at = current, now
         while self._next_at <= now:  # a fixed beat: a late sample does not shift the next
             self._next_at += self.interval
@@ -152,7 +146,9 @@ class SystemSampler:
         return samples
 
 
-def _difference(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float) -> SystemSample:
+def _difference(
+    before: MetricsSnapshot, after: MetricsSnapshot, seconds: float, cpu: float
+) -> SystemSample:
     errors = {
         code: count - before.errors.get(code, 0)
         for code, count in after.errors.items()
@@ -166,7 +162,7 @@ def _difference(before: MetricsSnapshot, after: MetricsSnapshot, seconds: float)
         errors=errors,
         latency_counts=counts,
         latency_sum_seconds=after.latency_sum - before.latency_sum,
-        cpu_seconds=_CLOCK.take(),
+        cpu_seconds=cpu,
         rss_bytes=_rss_bytes(),
     )
 
