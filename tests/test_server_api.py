@@ -302,6 +302,11 @@ def test_deployments_monitor_windows_alerts_and_checks_read_back(env: Env) -> No
         "viewer", "GET", f"/api/v1/projects/demo/monitor/prod/windows/{got['windows'][1]['id']}"
     )
     assert one.json()["details"] == {"drift": {"x": 1}}
+    scraped = env.call("viewer", "GET", "/api/v1/projects/demo/metrics")
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert 'meguri_monitor_figure{project="demo",environment="prod",figure="drift.share"} 0.1' in (
+        scraped.text
+    )
     assert env.call("viewer", "GET", "/api/v1/projects/demo/alerts").json() == {"alerts": []}
     ws.metadata.checks.record(
         [

@@ -116,3 +116,13 @@ def feedback(ws: WS, env: str, body: Feedback) -> Response:
         {"environment": result.environment, "rows": result.rows, "duplicates": result.duplicates},
         201,
     )
+
+
+@router.get("/metrics", openapi_extra=VIEWER)
+def prometheus_metrics(ws: WS) -> Response:
+    """The latest window figures of every environment and the alert states, in Prometheus'
+    text format (scrape with ``authorization: {credentials: <token>}``; see
+    :mod:`meguri.monitor._exporter` for the series)."""
+    from meguri.monitor._exporter import CONTENT_TYPE, render_monitor_metrics
+
+    return Response(render_monitor_metrics(ws, ws.project.id), media_type=CONTENT_TYPE)
