@@ -68,6 +68,18 @@ def test_context_layout_and_dockerfile(package: tuple[Path, str], tmp_path: Path
     assert (out / "serve").read_text().startswith("#!/usr/bin/env python3\n")
 
 
+def test_the_registry_names_the_served_model_and_the_image(
+    package: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, digest = package
+    out = export_container(
+        folder, tmp_path / "ctx", expected_digest=digest, name="breast-cancer", version="7"
+    )
+    dockerfile = (out / "Dockerfile").read_text()
+    assert 'MEGURI_MODEL_NAME="breast-cancer" MEGURI_MODEL_VERSION="7"' in dockerfile
+    assert "docker build -t meguri-breast-cancer:7 ." in dockerfile
+
+
 def test_requirements_pin_model_json_first_then_installed(
     package: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -287,16 +287,22 @@ def export_cmd(
 
 def _export_container(ref: str, out: Path, **_: str | None) -> None:
     from meguri.registry import download_package, get_model_version
-    from meguri.registry._export import export_container
+    from meguri.registry._export import export_container, image_tag
 
     ws = _workspace()
     version = get_model_version(ref, workspace=ws)
     folder = download_package(version.id, workspace=ws)
-    context = export_container(folder, out, expected_digest=version.package_digest)
+    context = export_container(
+        folder,
+        out,
+        expected_digest=version.package_digest,
+        name=version.name,
+        version=str(version.version),
+    )
+    tag = image_tag(version.name, str(version.version))
     console.print(
         f"wrote a build context for {version.ref} in [bold]{context}[/]: "
-        f"`docker build -t {version.name}:{version.version} {context}`, then "
-        f"`docker run -p 8080:8080 {version.name}:{version.version}`"
+        f"`docker build -t {tag} {context}`, then `docker run -p 8080:8080 {tag} serve`"
     )
 
 

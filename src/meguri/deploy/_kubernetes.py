@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meguri.deploy._scaleout import ScaleOutTarget, Scaling, resolve_target
-from meguri.registry._export import CONTAINER_PORT, DIGEST_ENV
+from meguri.registry._export import CONTAINER_PORT, DIGEST_ENV, image_tag
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
@@ -95,7 +95,7 @@ def write_manifests(manifests: list[dict[str, Any]], path: Path) -> Path:
 
 def default_image(target: ScaleOutTarget) -> str:
     """The tag the container export's Dockerfile names: ``meguri-<name>:<version>``."""
-    return f"meguri-{target.version.name}:{target.version.version}".lower()
+    return image_tag(target.version.name, str(target.version.version))
 
 
 def resource_name(text: str) -> str:

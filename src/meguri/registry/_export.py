@@ -39,7 +39,13 @@ from typing import Any
 
 from meguri.errors import PackageError
 
-__all__ = ["CONTAINER_MODEL_DIR", "CONTAINER_PORT", "DIGEST_ENV", "export_container"]
+__all__ = [
+    "CONTAINER_MODEL_DIR",
+    "CONTAINER_PORT",
+    "DIGEST_ENV",
+    "export_container",
+    "image_tag",
+]
 
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 CONTAINER_PORT = 8080
@@ -105,9 +111,19 @@ if __name__ == "__main__":
 '''
 
 
-def export_container(package_folder: Path, dest: Path, *, expected_digest: str) -> Path:
+def export_container(
+    package_folder: Path,
+    dest: Path,
+    *,
+    expected_digest: str,
+    name: str | None = None,
+    version: str | None = None,
+) -> Path:
     """Write the Docker build context of the package in ``package_folder`` to ``dest`` (a new
     or empty folder) and return ``dest``; see the module docstring for the layout.
+
+    ``name`` and ``version`` label the served model (its metrics, captures and v2 answers) and
+    the image tag :func:`image_tag`; the registry passes the version's own, else model.json's.
 
     The package is read and verified by the server's own reader
     (:func:`meguri.serve._package.read_verified`), and the verified bytes are what is written.
@@ -127,7 +143,12 @@ def export_container(package_folder: Path, dest: Path, *, expected_digest: str) 
     wheel = write_wheel(dest / "wheels")
     pins = _dependencies(document)
     (dest / "requirements.txt").write_text(pinned_requirements(pins))
-    (dest / "Dockerfile").write_text(_dockerfile(document, expected_digest, wheel.name, pins))
+    labels = {
+        **document,
+        "name": name or document.get("name"),
+        "version": version or document.get("version"),
+    }
+    (dest / "Dockerfile").write_text(_dockerfile(labels, expected_digest, wheel.name, pins))
     entrypoint = dest / "serve"
     entrypoint.write_text(_entrypoint())
     entrypoint.chmod(0o755)
@@ -160,11 +181,16 @@ def _python_tag(pins: dict[str, str]) -> str:
     return ".".join(version.split(".")[:2])
 
 
+def image_tag(name: str, version: str) -> str:
+    """The tag every export names the image by (the Kubernetes export expects it too)."""
+    return f"meguri-{name}:{version}".lower()
+
+
 def _dockerfile(document: dict[str, Any], digest: str, wheel: str, pins: dict[str, str]) -> str:
     name = str(document.get("name") or "model")
     version = str(document.get("version") or "0")
     return _DOCKERFILE.format(
-        tag=f"meguri-{name}:{version}".lower(),
+        tag=image_tag(name, version),
         python=_python_tag(pins),
         wheel=wheel,
         model_dir=CONTAINER_MODEL_DIR,
