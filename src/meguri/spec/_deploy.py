@@ -20,7 +20,6 @@ schema violations are held against ``thresholds``; a breach rolls back.
 
 from __future__ import annotations
 
-import re
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -35,10 +34,11 @@ from pydantic import (
     model_validator,
 )
 
+from meguri.spec._names import check_name
+
 __all__ = ["DeployEnvironment", "DeploySpec", "DeployThresholds", "StrategyKind", "StrategySpec"]
 
 StrategyKind = Literal["all_at_once", "canary", "linear", "shadow"]
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _DEFAULT_STEPS: dict[str, list[float]] = {
     "all_at_once": [100.0],
     "canary": [10.0, 100.0],
@@ -47,16 +47,7 @@ _DEFAULT_STEPS: dict[str, list[float]] = {
 }
 
 
-def _environment_name(value: str) -> str:
-    if not _SLUG.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-', starting "
-            "with a letter or digit, at most 100 characters (e.g. breast-cancer)"
-        )
-    return value
-
-
-EnvironmentName = Annotated[str, AfterValidator(_environment_name)]
+EnvironmentName = Annotated[str, AfterValidator(check_name)]
 
 
 class _Closed(BaseModel):

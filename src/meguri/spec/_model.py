@@ -34,6 +34,9 @@ from pydantic import (
 from meguri.spec._deploy import DeployEnvironment as DeployEnvironment
 from meguri.spec._deploy import DeploySpec as DeploySpec
 from meguri.spec._monitor import MonitorSpec as MonitorSpec
+from meguri.spec._names import check_duration
+from meguri.spec._names import check_name as check_name
+from meguri.spec._names import duration_seconds as duration_seconds
 from meguri.spec._prepare import PrepareStep, SplitSpec
 from meguri.spec._quality import QualitySpec
 
@@ -62,10 +65,7 @@ ALGORITHMS: tuple[str, ...] = (
     "mlp",
 )
 
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/@-]{0,199}")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class SpecProblems(ValueError):
@@ -84,15 +84,6 @@ def dotted(loc: Iterable[str | int]) -> str:
     return out
 
 
-def check_name(value: str) -> str:
-    if not _SLUG.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-', starting "
-            "with a letter or digit, at most 100 characters (e.g. breast-cancer)"
-        )
-    return value
-
-
 def _metric(value: str) -> str:
     if not _METRIC.fullmatch(value):
         raise ValueError(
@@ -107,26 +98,10 @@ def _text(value: str) -> str:
     return value.strip()
 
 
-def _duration(value: str) -> str:
-    duration_seconds(value)
-    return value
-
-
-def duration_seconds(value: str) -> float:
-    """Seconds in a duration such as ``90s``, ``15m``, ``1h``, ``1d`` or ``2w``."""
-    match = _DURATION.fullmatch(value.strip())
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(
-            f"{value!r} is not a duration; write a positive number and a unit s, m, h, d or w "
-            "(e.g. 15m, 1h, 1d)"
-        )
-    return float(match[1]) * _UNIT_SECONDS[match[2]]
-
-
 Slug = Annotated[str, AfterValidator(check_name)]
 MetricName = Annotated[str, AfterValidator(_metric)]
 Text = Annotated[str, AfterValidator(_text)]
-Duration = Annotated[str, AfterValidator(_duration)]
+Duration = Annotated[str, AfterValidator(check_duration)]
 
 
 def duplicates(values: Iterable[str], loc: Loc, what: str) -> list[tuple[Loc, str]]:

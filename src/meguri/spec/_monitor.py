@@ -47,6 +47,8 @@ from pydantic import (
     model_validator,
 )
 
+from meguri.spec._names import check_duration, check_name, duration_seconds
+
 __all__ = [
     "DRIFT_METHODS",
     "AlertRuleSpec",
@@ -63,17 +65,7 @@ DriftMethod = Literal[
     "wasserstein", "jensenshannon", "ks", "chisquare", "z", "psi", "kl_div", "hellinger"
 ]
 DRIFT_METHODS: tuple[str, ...] = DriftMethod.__args__  # type: ignore[attr-defined]
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _FIGURE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_<>@=-]+)*")
-
-
-def _name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name; use letters, digits, '.', '_' and '-', starting "
-            "with a letter or digit (e.g. data-drift)"
-        )
-    return value
 
 
 def _figure(value: str) -> str:
@@ -85,14 +77,7 @@ def _figure(value: str) -> str:
     return value
 
 
-def _duration(value: str) -> str:
-    from meguri.spec._model import duration_seconds
-
-    duration_seconds(value)
-    return value
-
-
-Name = Annotated[str, AfterValidator(_name)]
+Name = Annotated[str, AfterValidator(check_name)]
 Figure = Annotated[str, AfterValidator(_figure)]
 
 
@@ -204,7 +189,7 @@ class NotifierSpec(_Closed):
 class RetrainSpec(_Closed):
     environment: str = "production"
     """The environment whose alerts may retrain, and where the new candidate is deployed."""
-    cooldown: Annotated[str, AfterValidator(_duration)] = "1d"
+    cooldown: Annotated[str, AfterValidator(check_duration)] = "1d"
     """At most one retraining per this long, however many alerts fire."""
 
 
@@ -213,7 +198,7 @@ class MonitorSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    window: Annotated[str, AfterValidator(_duration)] = "1h"
+    window: Annotated[str, AfterValidator(check_duration)] = "1h"
     drift: DriftSpec = DriftSpec()
     alerts: list[AlertRuleSpec] = []
     notifiers: dict[Name, NotifierSpec] = {}
@@ -236,6 +221,4 @@ class MonitorSpec(BaseModel):
         return self
 
     def window_seconds(self) -> float:
-        from meguri.spec._model import duration_seconds
-
         return duration_seconds(self.window)

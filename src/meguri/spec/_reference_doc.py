@@ -256,11 +256,9 @@ NOTES: dict[tuple[str, str], str] = {
 #: How a validator function reads in the reference, by its name.
 _VALIDATORS = {
     "check_name": "name",
-    "_environment_name": "name",
-    "_name": "name",
     "_metric": "metric name",
     "_text": "text, not empty",
-    "_duration": "duration",
+    "check_duration": "duration",
     "_age": "duration",
     "_figure": "window figure, e.g. `drift.share`",
     "_column": "column name",
