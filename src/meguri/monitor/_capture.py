@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -41,6 +41,7 @@ __all__ = [
     "FEEDBACK_COLUMNS",
     "PREDICTION_COLUMNS",
     "SYSTEM_COLUMNS",
+    "between",
     "capture_url",
     "histogram_quantile",
     "scan_feedback",
@@ -51,6 +52,7 @@ __all__ = [
 
 Moment = float | datetime
 """Epoch seconds (UTC) or an aware datetime."""
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _TIME = pl.Datetime("us", "UTC")
 PREDICTION_COLUMNS: dict[str, pl.DataType] = {
@@ -102,7 +104,7 @@ def scan_predictions(
     frames = files.frames("model=*/version=*/", start, end)
     if not frames:
         return pl.LazyFrame(schema=PREDICTION_COLUMNS)
-    return _between(pl.concat(frames, how="diagonal_relaxed"), start, end)
+    return between(pl.concat(frames, how="diagonal_relaxed"), start, end)
 
 
 def scan_system(url: str, start: Moment | None = None, end: Moment | None = None) -> pl.LazyFrame:
@@ -111,7 +113,7 @@ def scan_system(url: str, start: Moment | None = None, end: Moment | None = None
     frames = files.frames(f"{SYSTEM_FOLDER}/model=*/version=*/", start, end, SYSTEM_COLUMNS)
     if not frames:
         return pl.LazyFrame(schema=SYSTEM_COLUMNS)
-    return _between(pl.concat(frames, how="vertical"), start, end)
+    return between(pl.concat(frames, how="vertical"), start, end)
 
 
 def scan_feedback(url: str) -> pl.LazyFrame:
@@ -196,7 +198,8 @@ def _in_days(folder: str, low: date | None, high: date | None) -> bool:
     return (low is None or day >= low) and (high is None or day <= high)
 
 
-def _between(frame: pl.LazyFrame, start: Moment | None, end: Moment | None) -> pl.LazyFrame:
+def between(frame: Frame, start: Moment | None, end: Moment | None) -> Frame:
+    """The rows of ``frame`` (lazy or not) whose ``time`` is in ``[start, end)``."""
     if start is not None:
         frame = frame.filter(pl.col("time") >= _moment(start))
     if end is not None:

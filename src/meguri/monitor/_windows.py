@@ -39,6 +39,7 @@ import polars as pl
 from meguri.errors import ConfigError, DataError, MonitorError
 from meguri.monitor._baseline import ModelBaseline, model_baseline
 from meguri.monitor._capture import (
+    between,
     capture_url,
     scan_feedback,
     scan_predictions,
@@ -250,8 +251,8 @@ class _WindowComputer:
         predictions: pl.DataFrame,
         system: pl.DataFrame,
     ) -> NewWindow | None:
-        rows = _between(predictions, start, end)
-        samples = _between(system, start, end)
+        rows = between(predictions, start, end)
+        samples = between(system, start, end)
         if rows.is_empty() and samples.is_empty():
             return None
         figures: dict[str, float | None] = dict(system_figures(samples, start, end))
@@ -350,14 +351,6 @@ class _WindowComputer:
         ]
         if results:
             self.ws.metadata.checks.record(results)
-
-
-def _between(frame: pl.DataFrame, start: float, end: float) -> pl.DataFrame:
-    if frame.is_empty():
-        return frame
-    low = pl.lit(int(start * 1e6)).cast(pl.Datetime("us", "UTC"))
-    high = pl.lit(int(end * 1e6)).cast(pl.Datetime("us", "UTC"))
-    return frame.filter((pl.col("time") >= low) & (pl.col("time") < high))
 
 
 def _versions(rows: pl.DataFrame) -> dict[str, int]:
