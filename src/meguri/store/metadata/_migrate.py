@@ -101,11 +101,16 @@ def _looks_current(engine: sa.Engine) -> bool:
     with engine.connect() as conn:
         try:
             return _read_revision(conn) == HEAD_REVISION
-        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as err:
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError):
             conn.rollback()  # PostgreSQL aborted the transaction
-            if sa.inspect(conn).has_table("alembic_version"):  # e.g. no permission to read it
-                raise store_error(engine, err.orig) from err
-            return False
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return False
+        # The table exists: another process created it between the two queries, or reading it
+        # is refused (e.g. no permission). Read it once more; a second failure is the store's.
+        try:
+            return _read_revision(conn) == HEAD_REVISION
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as err:
+            raise store_error(engine, err.orig) from err
 
 
 @contextmanager
