@@ -14,6 +14,7 @@ from meguri.spec import (
     PrepareStep,
     SplitSpec,
     check_spec_text,
+    load_yaml,
     parse_spec,
 )
 from meguri.testing.specs import MINIMAL_SPEC
@@ -133,3 +134,24 @@ def test_every_kind_has_a_model_and_round_trips() -> None:
 def test_invalid_splits(fields: dict[str, object], words: str) -> None:
     with pytest.raises(ValidationError, match=words):
         SplitSpec.model_validate(fields)
+
+
+def test_a_bare_on_key_reads_as_the_word_not_a_boolean() -> None:
+    """YAML 1.1 reads ``on``/``yes``/``off`` as booleans; the spec reads them as YAML 1.2 does,
+    so ``sql_lookup``'s ``on:`` needs no quotes."""
+    parsed = parse_spec(
+        spec("""\
+        data:
+          prepare:
+            - sql_lookup: {query: "SELECT k, avg(x) AS m FROM data GROUP BY k", on: [k]}
+        """)
+    )
+    step = parsed.data.prepare[0]
+    assert step.kind == "sql_lookup"
+    assert step.to_dict()["sql_lookup"]["on"] == ["k"]
+    assert load_yaml("a: yes\nb: on\nc: true\nd: False") == {
+        "a": "yes",
+        "b": "on",
+        "c": True,
+        "d": False,
+    }

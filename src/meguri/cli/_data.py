@@ -47,14 +47,14 @@ def _size(size: int) -> str:
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
     """``KEY=VALUE`` arguments as a dict; values that read as YAML scalars become those."""
-    import yaml
+    from meguri.spec import load_yaml
 
     found: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DataError(f"{what} {item!r} is not KEY=VALUE (e.g. {what} separator=;).")
-        parsed = yaml.safe_load(value) if value else ""
+        parsed = load_yaml(value) if value else ""
         found[key] = parsed if isinstance(parsed, (int, float, bool)) else value
     return found
 

@@ -83,10 +83,11 @@ def _with_changes(text: str, settings: list[str]) -> str:
     import yaml
 
     from meguri.cli._train import _assign, _changes, _one_folds_setting
+    from meguri.spec import load_yaml
 
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     for key, value in _changes(settings, None):
-        _assign(data, key.split("."), yaml.safe_load(value) if value.strip() else None, key)
+        _assign(data, key.split("."), load_yaml(value) if value.strip() else None, key)
         _one_folds_setting(data.get("model"), key)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 

@@ -117,13 +117,13 @@ def spec_with_changes(text: str, changes: list[tuple[str, str]]) -> ProjectSpec:
     (errors name the key: the changed spec is shown as ``meguri.yaml (with --set)``)."""
     import yaml
 
-    from meguri.spec import parse_spec
+    from meguri.spec import load_yaml, parse_spec
 
     if not changes:
         return parse_spec(text)
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     for key, value in changes:
-        _assign(data, key.split("."), yaml.safe_load(value) if value.strip() else None, key)
+        _assign(data, key.split("."), load_yaml(value) if value.strip() else None, key)
         _one_folds_setting(data.get("model"), key)
     changed = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     return parse_spec(changed, source="meguri.yaml (with --set)")

@@ -69,8 +69,30 @@ def parse_yaml(text: str, source: str = SPEC_FILE) -> ParsedYaml:
     return parsed
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` and ``false`` (any case
+    PyYAML allows) are booleans. YAML 1.1's ``on``/``off``/``yes``/``no`` stay strings, so a
+    key like ``sql_lookup: {on: [id]}`` reads as the key ``"on"``, not ``True``."""
+
+
+SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Plain data from YAML text, read as the spec is (see :class:`SpecLoader`)."""
+    return yaml.load(text, Loader=SpecLoader)
+
+
 def _compose(text: str, source: str) -> ParsedYaml | SpecProblem:
-    loader = yaml.SafeLoader(text)
+    loader = SpecLoader(text)
     try:
         node = loader.get_single_node()
         return ParsedYaml(node, None if node is None else loader.construct_document(node))
