@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from meguri.deploy._rollout import Evidence, evidence, judge, phases
+import dataclasses
+
+from meguri.cli._deploy import _targets
+from meguri.deploy._rollout import Evidence, evidence, judge, phases, reached
 from meguri.serve._metrics import LATENCY_BUCKETS
 from meguri.store.metadata import DeploymentRevision, DeploymentTarget, RevisionState
 
@@ -34,6 +37,30 @@ def test_each_strategy_has_its_phases() -> None:
         [("m@1", 100.0, "primary"), ("m@2", 0.0, "shadow")],
         [("m@2", 100.0, "primary")],
     ]
+
+
+def test_the_routing_reached_is_the_last_phase_once_live_else_the_current_step() -> None:
+    """What ``deploy history`` and the Studio show: a finished canary serves the new version
+    alone (its stored targets still read "old primary 100%, new canary 0%")."""
+    canary = _revision("canary", steps=[10, 50, 100])
+    at = {
+        (state, step): _weights([reached(dataclasses.replace(canary, state=state, step=step))])
+        for state, step in [
+            (RevisionState.PENDING, 0),
+            (RevisionState.BAKING, 1),
+            (RevisionState.LIVE, 2),
+            (RevisionState.ROLLED_BACK, 1),
+        ]
+    }
+    assert at[RevisionState.PENDING, 0] == [[("m@1", 90.0, "primary"), ("m@2", 10.0, "canary")]]
+    assert at[RevisionState.BAKING, 1] == [[("m@1", 50.0, "primary"), ("m@2", 50.0, "canary")]]
+    assert at[RevisionState.LIVE, 2] == [[("m@2", 100.0, "primary")]]
+    assert at[RevisionState.ROLLED_BACK, 1] == at[RevisionState.BAKING, 1]
+    live = dataclasses.replace(canary, state=RevisionState.LIVE, step=2)
+    assert _targets(live) == "m@2 primary 100%"
+    assert _targets(canary) == "m@1 primary 90%, m@2 canary 10%"
+    shadow = _revision("shadow", role="shadow")
+    assert _targets(shadow) == "m@1 primary 100%, m@2 shadow"
 
 
 def _report(requests: int, errors: int, violations: int, slow: int) -> dict[str, object]:

@@ -47,7 +47,14 @@ def _when(stamp: float) -> str:
 
 
 def _targets(revision: DeploymentRevision) -> str:
-    return ", ".join(f"{t.ref} {t.role} {t.weight:g}%" for t in revision.targets)
+    """Where the revision routed requests when it got furthest (a finished canary serves its
+    new version alone; one rolled back shows the split it was rolled back at)."""
+    from meguri.deploy._rollout import reached
+
+    return ", ".join(
+        f"{t.ref} shadow" if role == "shadow" else f"{t.ref} {role} {weight:g}%"
+        for t, weight, role in reached(revision)
+    )
 
 
 def _revision_table(revisions: list[DeploymentRevision], title: str) -> Table:

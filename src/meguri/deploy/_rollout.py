@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from meguri.serve._metrics import LATENCY_BUCKETS
-from meguri.store.metadata import DeploymentRevision, DeploymentTarget
+from meguri.store.metadata import DeploymentRevision, DeploymentTarget, RevisionState
 
-__all__ = ["Evidence", "Phase", "evidence", "judge", "phases", "watched"]
+__all__ = ["Evidence", "Phase", "evidence", "judge", "phases", "reached", "step_reached", "watched"]
 
 Phase = list[tuple[DeploymentTarget, float, str]]
 Reports = Mapping[int, Mapping[str, Any]]
@@ -43,6 +43,18 @@ def phases(revision: DeploymentRevision) -> list[Phase]:
         [(old, 100.0 - s, "primary"), (new, s, "canary")] if s < 100 else [(new, 100.0, "primary")]
         for s in steps
     ]
+
+
+def step_reached(revision: DeploymentRevision) -> int:
+    """The index of the phase ``revision`` got to: its last once live, else its current step
+    (for a rolled-back revision, the step it was rolled back at)."""
+    last = len(phases(revision)) - 1
+    return last if revision.state is RevisionState.LIVE else min(revision.step, last)
+
+
+def reached(revision: DeploymentRevision) -> Phase:
+    """The routing table of :func:`step_reached`."""
+    return phases(revision)[step_reached(revision)]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meguri.deploy._rollout import Evidence, Phase, evidence, judge, phases, watched
+from meguri.deploy._rollout import (
+    Evidence,
+    Phase,
+    evidence,
+    judge,
+    phases,
+    step_reached,
+    watched,
+)
 from meguri.deploy._worker import write_json
 from meguri.errors import ConflictError
 from meguri.store import Workspace, open_workspace
@@ -180,10 +188,7 @@ class Supervisor:
                 state = RevisionState.ROLLED_BACK if rollback else RevisionState.SUPERSEDED
                 self.repo.set_revision_state(latest.id, state)
         self.revision, self.plan = revision, phases(revision)
-        if revision.state is RevisionState.LIVE:
-            self.phase = len(self.plan) - 1
-        else:
-            self.phase = min(revision.step, len(self.plan) - 1)
+        self.phase = step_reached(revision)
         self._apply()
 
     def _apply(self) -> None:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from meguri import deploy
-from meguri.deploy._rollout import phases
+from meguri.deploy._rollout import reached
 from meguri.errors import MeguriError
 from meguri.store import Workspace
 from meguri.store.metadata import Deployment, DeploymentRevision, MonitorWindow, RevisionState
@@ -116,13 +116,10 @@ def traffic_split(revision: DeploymentRevision | None) -> list[Segment]:
     was rolled back or failed routes nothing."""
     if revision is None:
         return []
-    live = revision.state is RevisionState.LIVE
-    if not live and not revision.state.is_active:
+    if revision.state is not RevisionState.LIVE and not revision.state.is_active:
         return []
-    plan = phases(revision)
-    step = len(plan) - 1 if live else min(revision.step, len(plan) - 1)
     segments, x = [], 0.0
-    for target, weight, role in plan[step]:
+    for target, weight, role in reached(revision):
         if role == "shadow" or weight <= 0:
             continue
         colour = _ROLE_COLOURS.get(role, "#57606a")
