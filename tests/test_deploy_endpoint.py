@@ -187,6 +187,48 @@ def test_a_breaching_canary_is_rolled_back_within_its_bake(trained: Trained) -> 
         stop(env, workspace=ws)
 
 
+#: A preparation step that fails at serving time on inputs never seen in training: DuckDB's
+#: ``error()`` raises inside the model's own transform, so the endpoint answers 500 for them.
+TRAP = (
+    '    - sql: {query: "SELECT *, CASE WHEN mean_radius > 1000 '
+    "THEN error('broken on purpose') ELSE 0.0 END AS trap FROM data\"}\n"
+)
+
+
+def test_a_canary_whose_model_raises_on_some_inputs_is_rolled_back(trained: Trained) -> None:
+    """The issue's reliability case: a deliberately broken model (it raises on some inputs)
+    deployed as a canary is rolled back automatically within the baking period."""
+    ws, env = trained.ws, "canary-raises"
+    text = quick_spec_text("dep").replace("  prepare:\n", "  prepare:\n" + TRAP, 1)
+    broken = registry.register_model(train(parse_spec(text), workspace=ws), "bc", workspace=ws)
+    settings = _environment(kind="canary", steps=[50, 100], bake_seconds=20)
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=settings)
+        url = _url(env, ws)
+        load = Load(url, trained)
+        trap = load.body()
+        radius = trained.columns.index("mean_radius")
+        trap["inputs"][radius]["data"] = [5000.0] * len(trained.rows)  # type: ignore[index]
+        started = time.monotonic()
+        with load, httpx.Client(base_url=url) as client:
+            canary = deploy(f"bc@{broken.version}", env=env, workspace=ws, environment=settings)
+            codes = [client.post("/v2/models/bc/infer", json=trap).status_code for _ in range(100)]
+            settled = wait_settled(env, workspace=ws, timeout=20)
+        elapsed = time.monotonic() - started
+        assert 500 in codes and set(codes) <= {200, 500}, "the canary raised on the trap rows"
+        assert elapsed < 20, "rolled back within the bake period"
+        assert settled.state is RevisionState.LIVE and settled.reason.startswith("rollback: ")
+        assert "error rate" in settled.reason
+        assert settled.target("primary").ref == "bc@1"  # type: ignore[union-attr]
+        rolled = ws.metadata.deployments.get_revision(canary.id)
+        assert rolled.state is RevisionState.ROLLED_BACK
+        answer = httpx.post(f"{url}/v2/models/bc/infer", json=trap)
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        print(f"\nraising canary rolled back {elapsed:.2f} s after its deploy; {rolled.detail}")
+    finally:
+        stop(env, workspace=ws)
+
+
 def test_kill_9_of_a_worker_is_replaced_with_few_errors(trained: Trained) -> None:
     ws, env = trained.ws, "workers"
     try:
