@@ -21,7 +21,7 @@ import pytest
 
 from meguri import registry
 from meguri.deploy import deploy, history, rollback, status, stop, wait_settled
-from meguri.errors import ConflictError
+from meguri.errors import ConfigError, ConflictError
 from meguri.spec import parse_spec
 from meguri.spec._deploy import DeployEnvironment, DeployThresholds, StrategySpec
 from meguri.store import Workspace, open_workspace
@@ -58,13 +58,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 
 def _environment(
-    workers: int = 1, thresholds: dict[str, float] | None = None, **strategy: object
+    workers: int = 1,
+    thresholds: dict[str, float] | None = None,
+    auth_token_env: str | None = None,
+    max_body_bytes: int = 8 * 1024 * 1024,
+    **strategy: object,
 ) -> DeployEnvironment:
     return DeployEnvironment(
         workers=workers,
         capture_rate=0.0,
         strategy=StrategySpec(**strategy),  # type: ignore[arg-type]
         thresholds=DeployThresholds(**(thresholds or {})),  # type: ignore[arg-type]
+        auth_token_env=auth_token_env,
+        max_body_bytes=max_body_bytes,
     )
 
 
@@ -285,6 +291,66 @@ def test_swap_under_load_drops_nothing_and_concurrent_deploys_conflict(
         assert back.reason == "rollback: manual" and back.target("primary").ref == "bc@2"  # type: ignore[union-attr]
     finally:
         stop(env, workspace=ws)
+
+
+def test_token_and_limits_per_environment_change_without_a_restart(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``auth_token_env`` and ``max_body_bytes`` of an environment hold on its endpoint; a
+    later deploy with other settings (workers, token, limit) is applied by the running
+    supervisor (same process, same port), and the token is never written in clear."""
+    ws, env = trained.ws, "guarded"
+    first, second = "first-secret-" + "a" * 20, "second-secret-" + "b" * 20
+    monkeypatch.setenv("GUARD_TOKEN", first)
+    settings = _environment(auth_token_env="GUARD_TOKEN", max_body_bytes=4096)
+    body = Load("", trained).body()
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=settings)
+        url, pid = _url(env, ws), status(env, workspace=ws).deployment.pid
+
+        def post(token: str | None, payload: object = body) -> int:
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            return httpx.post(
+                f"{url}/v2/models/bc/infer", json=payload, headers=headers
+            ).status_code
+
+        padded = {**body, "parameters": {"pad": "x" * 5000}}
+        assert (post(None), post("wrong-" + first), post(first), post(first, padded)) == (
+            401, 401, 200, 413,
+        )  # fmt: skip
+        assert httpx.get(f"{url}/ping").status_code == 200  # health checks stay open
+        state = Path(ws.root, ".meguri", "deploy", env)
+        assert all(
+            first not in f.read_text(errors="ignore") for f in state.rglob("*") if f.is_file()
+        )
+
+        monkeypatch.setenv("GUARD_TOKEN", second)
+        wider = _environment(workers=2, auth_token_env="GUARD_TOKEN", max_body_bytes=65536)
+        deploy("bc@1", env=env, workspace=ws, environment=wider)
+        _wait(lambda: post(second) == 200 and post(first) == 401)
+        assert post(second, padded) == 200
+        supervisor = psutil.Process(pid)
+        _wait(lambda: len(supervisor.children()) == 2)
+        assert status(env, workspace=ws).deployment.pid == pid and _url(env, ws) == url
+
+        moved = wider.model_copy(update={"port": _free_port()})
+        with pytest.raises(ConflictError, match="deploy stop --env guarded"):
+            deploy("bc@1", env=env, workspace=ws, environment=moved)
+        monkeypatch.delenv("GUARD_TOKEN")
+        count = len(history(env, workspace=ws))
+        with pytest.raises(ConfigError, match=r"\$GUARD_TOKEN.*is not set"):
+            deploy("bc@2", env=env, workspace=ws, environment=wider)
+        assert len(history(env, workspace=ws)) == count  # nothing recorded
+    finally:
+        stop(env, workspace=ws)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_state_folder_is_inside_the_workspace(trained: Trained) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import hashlib
 import os
 import signal
 import subprocess
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meguri.deploy._supervisor import state_dir
+from meguri.deploy._worker import write_json
 from meguri.errors import ConfigError, ConflictError, DeploymentError
 from meguri.spec._deploy import DeployEnvironment, StrategySpec
 from meguri.store import Workspace
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeploymentStatus",
     "deploy",
+    "endpoint_token",
     "history",
     "rollback",
     "spec_environment",
@@ -59,6 +61,8 @@ __all__ = [
 ]
 
 _START_TIMEOUT = 120.0
+#: Shortest bearer token accepted for an endpoint (a guessable one protects nothing).
+_MIN_TOKEN = 16
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,24 @@ def spec_environment(
         thresholds = found.thresholds.model_copy(update={"max_p99_ms": latency})
         found = found.model_copy(update={"thresholds": thresholds})
     return found
+
+
+def endpoint_token(settings: DeployEnvironment, env: str) -> str | None:
+    """The bearer token the endpoint of ``env`` requires, read from the variable its
+    ``auth_token_env`` names (None when it names none). A variable that is unset or too short
+    to be a secret is a :class:`ConfigError` naming it."""
+    name = settings.auth_token_env
+    if name is None:
+        return None
+    token = os.environ.get(name, "")
+    if len(token) < _MIN_TOKEN:
+        problem = "is not set" if not token else f"holds fewer than {_MIN_TOKEN} characters"
+        raise ConfigError(
+            f"deploy: environment {env!r} requires a bearer token from ${name} "
+            f"(deploy.environments.{env}.auth_token_env), which {problem}; export a long "
+            f"random one, e.g. `export {name}=$(openssl rand -hex 32)`"
+        )
+    return token
 
 
 def _strategy(settings: DeployEnvironment, strategy: str | StrategySpec | None) -> StrategySpec:
@@ -158,6 +180,7 @@ def deploy(
     version = get_model_version(ref, workspace=ws)
     download_package(version.id, workspace=ws)  # fetched (and cached) before the revision
     settings = _environment(ws, env, environment)
+    endpoint_token(settings, env)  # refused before any revision is recorded
     plan = _strategy(settings, strategy)
     repo = ws.metadata.deployments
     deployment = repo.ensure(ws.project.id, env, version.name, by=ws.user)
@@ -167,6 +190,7 @@ def deploy(
             f"deploy: revision {current.number} of {env!r} is still rolling out ({current.state}); "
             f"wait for it (`meguri deploy status --env {env}`) or roll it back"
         )
+    _check_port(ws, env, deployment, settings)
     live = current if current is not None and current.state is RevisionState.LIVE else None
     new = DeploymentTarget(version.id, version.ref, version.package_digest, 100.0, "primary")
     targets, kind = _targets(new, live, plan.kind)
@@ -182,6 +206,19 @@ def deploy(
     )
     _ensure_supervisor(ws, env, settings)
     return _wait_served(ws, env, revision, timeout) if wait else revision
+
+
+def _check_port(
+    ws: Workspace, env: str, deployment: Deployment, settings: DeployEnvironment
+) -> None:
+    """A running endpoint keeps its port (its workers share the socket it bound): asking for
+    another one is refused with the way to get it, rather than silently ignored."""
+    wanted, bound = settings.port, deployment.port
+    if wanted and bound and wanted != bound and _supervisor_running(state_dir(ws.root, env)):
+        raise ConflictError(
+            f"deploy: the endpoint of {env!r} listens on port {bound}; to move it to port "
+            f"{wanted}, `meguri deploy stop --env {env}` first (the next deploy binds {wanted})"
+        )
 
 
 def _current(ws: Workspace, deployment: Deployment) -> DeploymentRevision | None:
@@ -206,14 +243,27 @@ def _abandon_if_stopped(
     )
 
 
-def _ensure_supervisor(ws: Workspace, env: str, settings: DeployEnvironment) -> None:
+def _ensure_supervisor(
+    ws: Workspace, env: str, settings: DeployEnvironment, *, replace: bool = True
+) -> None:
+    """Write the environment's settings and start its supervisor unless one runs. A running
+    supervisor applies changed settings (workers, capture, limits, token) as they come; with
+    ``replace`` false (a rollback) the settings of a running endpoint are left as they are. The
+    token is written as its sha256 only."""
     state = state_dir(ws.root, env)
     state.mkdir(parents=True, exist_ok=True)
+    if not replace and _supervisor_running(state):
+        return
+    token = endpoint_token(settings, env)
+    capture = str(ws.root / STATE_DIR / "capture" / env)
+    document = {
+        **settings.model_dump(mode="json", exclude={"auth_token_env"}),
+        "capture_url": capture,
+        "auth_token_sha256": None if token is None else hashlib.sha256(token.encode()).hexdigest(),
+    }
+    write_json(state / "environment.json", document)
     if _supervisor_running(state):
         return
-    capture = str(ws.root / STATE_DIR / "capture" / env)
-    document = {**settings.model_dump(mode="json"), "capture_url": capture}
-    (state / "environment.json").write_text(json.dumps(document), encoding="utf-8")
     child_env = {**os.environ, "MEGURI_PROJECT": ws.project.name, "MEGURI_USER": ws.user}
     with open(state / "supervisor.log", "ab") as log:
         subprocess.run(  # the supervisor forks itself away and this returns at once
@@ -311,7 +361,7 @@ def rollback(
         NewRevision([primary], "all_at_once", ws.user, f"rollback: {reason}", settings),
         expected=deployment.current_number,
     )
-    _ensure_supervisor(ws, env, _environment(ws, env, None))
+    _ensure_supervisor(ws, env, _environment(ws, env, None), replace=False)
     return _wait_served(ws, env, revision, timeout) if wait else revision
 
 

@@ -392,10 +392,16 @@ def pre_promotion(ctx: Context) -> dict[str, Any]:
     deployment = ctx.outputs.get("deploy_staging", {}).get("deployment")
     url = deployment.get("url") if isinstance(deployment, dict) else None
     ctx.say(f"running the pre-promotion tests on {ref}")
-    # deployed endpoints have no auth token setting yet: the security check says so
+    from meguri.deploy._checks import PrePromotionSettings
+    from meguri.deploy._deployments import endpoint_token
+
+    staging = staging_environment(ctx.spec)
+    # the staging endpoint is held to its own token and body limit (the security check)
+    token = endpoint_token(staging, STAGING) if url is not None else None
     report = tests(
-        ref, workspace=ctx.workspace, url=url, environment=STAGING, auth_token=None,
+        ref, workspace=ctx.workspace, url=url, environment=STAGING, auth_token=token,
         spec_version_id=ctx.spec_version_id,
+        settings=PrePromotionSettings(max_body_bytes=staging.max_body_bytes),
     )  # fmt: skip
     if not report.passed:
         raise GateFailedError(

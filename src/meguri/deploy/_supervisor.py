@@ -77,8 +77,24 @@ class _Workers:
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]
+        self.retiring: list[subprocess.Popen[bytes]] = []
+
+    def resize(self, count: int) -> None:
+        """Run ``count`` workers: start more, or stop the newest extra ones gracefully (SIGTERM:
+        they finish the requests they hold, the others go on accepting)."""
+        log.info("workers: %s -> %s", self.count, count)
+        self.count = count
+        while len(self.procs) < count:
+            self.procs.append(self._spawn())
+        while len(self.procs) > count:
+            proc = self.procs.pop()
+            proc.terminate()
+            self.retiring.append(proc)
 
     def check(self) -> None:
+        for proc in [p for p in self.retiring if p.poll() is not None]:
+            self.retiring.remove(proc)
+            (self.state / "stats" / f"{proc.pid}.json").unlink(missing_ok=True)
         for i, proc in enumerate(self.procs):
             if proc.poll() is not None:
                 log.warning("worker %s exited (%s); starting another", proc.pid, proc.returncode)
@@ -100,7 +116,7 @@ class _Workers:
         for proc in self.procs:
             proc.terminate()
         deadline = time.monotonic() + 10
-        for proc in self.procs:
+        for proc in [*self.procs, *self.retiring]:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -114,9 +130,9 @@ class Supervisor:
         self.ws, self.state = ws, state
         self.repo = ws.metadata.deployments
         self.deployment = deployment
-        self.environment: dict[str, Any] = json.loads(
-            (state / "environment.json").read_text(encoding="utf-8")
-        )
+        self.environment: dict[str, Any] = {}
+        self.environment_stamp = -1
+        self._read_environment()
         self.revision: DeploymentRevision | None = None
         self.plan: list[Phase] = []
         self.phase = 0
@@ -166,7 +182,34 @@ class Supervisor:
             raise ConflictError("the deployment has no revision to serve; deploy a version")
         return self.repo.get_revision(self.deployment.current_revision_id)
 
+    def _read_environment(self) -> bool:
+        """Load ``environment.json`` when it changed since the last read (``meguri deploy``
+        rewrites it); True when it did."""
+        path = self.state / "environment.json"
+        stamp = path.stat().st_mtime_ns
+        if stamp == self.environment_stamp:
+            return False
+        self.environment = json.loads(path.read_text(encoding="utf-8"))
+        self.environment_stamp = stamp
+        return True
+
+    def _apply_environment(self) -> None:
+        """Changed settings of a running endpoint take effect without a restart: the worker
+        count at once, the serving settings (capture, limits, token) as a new generation of
+        ``targets.json`` that the workers load beside the current one and switch to."""
+        before = _serve_settings(self.environment)
+        if not self._read_environment():
+            return
+        assert self.workers is not None
+        workers = int(self.environment.get("workers", 1))
+        if workers != self.workers.count:
+            self.workers.resize(workers)
+        if _serve_settings(self.environment) != before and self.plan:
+            self.generation += 1
+            write_json(self.state / "targets.json", self._targets(self.plan[self.phase]))
+
     def _tick(self) -> None:
+        self._apply_environment()
         current = self._current()
         if self.deployment.state is DeploymentState.STOPPED:
             self.stopping = True
@@ -199,12 +242,7 @@ class Supervisor:
     def _targets(self, phase: Phase) -> dict[str, Any]:
         from meguri.registry import download_package
 
-        settings = {
-            "capture_rate": float(self.environment.get("capture_rate", 0.0)),
-            "capture_url": self.environment.get("capture_url"),
-        }
-        if not settings["capture_url"] or not settings["capture_rate"]:
-            settings = {"capture_rate": 0.0, "capture_url": None}
+        settings = _serve_settings(self.environment)
         targets = [
             _target_doc(t, w, role, download_package(t.model_version_id, workspace=self.ws))
             for t, w, role in phase
@@ -307,6 +345,21 @@ class Supervisor:
             if r.number < self.revision.number and r.state in good
         ]
         return earlier[-1] if earlier else None
+
+
+def _serve_settings(environment: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~meguri.serve.ServeSettings` fields an environment sets for its workers."""
+    settings: dict[str, Any] = {
+        "capture_rate": float(environment.get("capture_rate", 0.0)),
+        "capture_url": environment.get("capture_url"),
+        "auth_token_sha256": environment.get("auth_token_sha256"),
+    }
+    for key in ("max_body_bytes", "max_rows"):
+        if key in environment:
+            settings[key] = int(environment[key])
+    if not settings["capture_url"] or not settings["capture_rate"]:
+        settings.update(capture_rate=0.0, capture_url=None)
+    return settings
 
 
 def _target_doc(target: DeploymentTarget, weight: float, role: str, folder: Path) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def load_routes(document: dict[str, Any], known: dict[str, Backend]) -> list[Rou
     settings = ServeSettings.from_json(json.dumps(document["settings"]))
     routes = []
     for target in document["targets"]:
-        backend = known.get(target["key"])
+        # a version served with other settings (limits, token, capture) is another backend
+        cache_key = f"{target['key']}|{json.dumps(document['settings'], sort_keys=True)}"
+        backend = known.get(cache_key)
         if backend is None:
             source = PackageSource(
                 Path(target["folder"]), target["digest"], target["name"], target["version"]
@@ -75,7 +77,7 @@ def load_routes(document: dict[str, Any], known: dict[str, Backend]) -> list[Rou
             model = source.load()
             self_test(model)
             app = create_app(model, settings=settings)
-            backend = known[target["key"]] = Backend(target["key"], target["label"], app)
+            backend = known[cache_key] = Backend(target["key"], target["label"], app)
         routes.append(Route(backend, float(target["weight"]), target["role"]))
     return routes
 
@@ -118,8 +120,8 @@ class _Watcher:
         write_json(self.stats, report)
 
     def _forget(self, router: Router) -> None:
-        live = {r.backend.key for r in router.table.routes}
-        for key in [k for k in self.known if k not in live]:
+        live = {id(r.backend) for r in router.table.routes}
+        for key in [k for k, backend in self.known.items() if id(backend) not in live]:
             del self.known[key]
 
 

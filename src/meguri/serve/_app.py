@@ -17,8 +17,9 @@ document):
 
 Every response carries ``X-Request-Id`` (the request's own, or a generated one). Refusals are
 ``{"error": {"code", "message", "column"}}`` with a 4xx status; only a failure of the model itself
-is a 500. With ``settings.auth_token`` set, every route but the health checks needs
-``Authorization: Bearer <token>`` (compared in constant time), else 401.
+is a 500. With ``settings.auth_token`` (or its ``auth_token_sha256``) set, every route but the
+health checks needs ``Authorization: Bearer <token>`` (its sha256 compared in constant time),
+else 401.
 
 With capture on, the capture writer thread also records system samples of the process
 (:mod:`meguri.serve._system`) and the feedback ``POST /feedback`` accepts
@@ -29,6 +30,7 @@ the rows reach Parquet with the next flush.
 from __future__ import annotations
 
 import gc
+import hashlib
 import hmac
 import itertools
 import logging
@@ -131,7 +133,7 @@ class ServeApp:
             )
             self.metrics.capture_stats = self.capture.stats
             self.batcher.on_predicted = self.capture.offer
-        self._token = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
+        self._token = settings.token_digest()
         self._labels = list(model.signature.output.labels)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
@@ -217,7 +219,9 @@ class ServeApp:
         return "other", self._not_found
 
     def _authorize(self, request: _Request) -> None:
-        if not hmac.compare_digest(request.authorization, self._token or b""):
+        scheme, _, secret = request.authorization.partition(b" ")
+        presented = hashlib.sha256(secret.strip()).digest()
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented, self._token or b""):
             raise BadRequest(
                 "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                 code="unauthorized",

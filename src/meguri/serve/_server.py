@@ -10,9 +10,11 @@ Each process logs how long after its start it became ready.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ class ServeSettings:
     """Folder or fsspec URL the capture Parquet files go under."""
     auth_token: str | None = None
     """When set, every route but the health checks needs ``Authorization: Bearer <token>``."""
+    auth_token_sha256: str | None = None
+    """The same check given the token's sha256 (hex) instead: what deployments write to their
+    state folder, so that the token itself is never on disk."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -66,11 +71,23 @@ class ServeSettings:
             raise ConfigError(
                 f"serve settings: capture_rate {self.capture_rate} must be between 0 and 1"
             )
+        digest = self.auth_token_sha256
+        if digest is not None and re.fullmatch(r"[0-9a-f]{64}", digest) is None:
+            raise ConfigError(
+                "serve settings: auth_token_sha256 must be 64 lowercase hex digits (the token's "
+                "sha256), or unset"
+            )
         if self.capture_rate > 0 and not self.capture_url:
             raise ConfigError(
                 "serve settings: capture_rate > 0 needs capture_url (a folder or "
                 "s3:// URL for the Parquet files)"
             )
+
+    def token_digest(self) -> bytes | None:
+        """The sha256 of the bearer token requests must send, or None (no auth)."""
+        if self.auth_token:
+            return hashlib.sha256(self.auth_token.encode()).digest()
+        return bytes.fromhex(self.auth_token_sha256) if self.auth_token_sha256 else None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -10,6 +10,9 @@
           port: 8081
           strategy: {kind: canary, steps: [10, 100], bake_seconds: 30}
           thresholds: {max_error_rate: 0.01, max_p99_ms: 50, max_schema_violation_rate: 0.05}
+        production:
+          auth_token_env: MEGURI_PRODUCTION_TOKEN   # requests send 'Authorization: Bearer …'
+          max_body_bytes: 1048576
 
 Strategies: ``all_at_once`` (switch every request to the new version), ``canary`` and ``linear``
 (send ``steps`` percent of the requests to the new version in turn, each for ``bake_seconds``),
@@ -103,6 +106,14 @@ class DeployEnvironment(_Closed):
     """Port of the endpoint on 127.0.0.1 (0: a free one, chosen at the first deploy)."""
     strategy: StrategySpec = StrategySpec()
     thresholds: DeployThresholds = DeployThresholds()
+    auth_token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """Name of the environment variable holding the bearer token every request but the health
+    checks must send (the token itself never goes in the spec nor on disk: the endpoint keeps
+    its sha256). Unset: no token needed, as fits an endpoint on 127.0.0.1."""
+    max_body_bytes: PositiveInt = 8 * 1024 * 1024
+    """Largest request body accepted (larger ones get 413)."""
+    max_rows: PositiveInt = 10_000
+    """Most rows in one request (more get 413)."""
 
 
 class DeploySpec(BaseModel):
