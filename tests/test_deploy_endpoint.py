@@ -258,6 +258,40 @@ def test_kill_9_of_a_worker_is_replaced_with_few_errors(trained: Trained) -> Non
         stop(env, workspace=ws)
 
 
+def test_kill_9_of_the_supervisor_is_recovered_by_its_keeper(trained: Trained) -> None:
+    """The supervisor itself dies: its keeper starts a new one on the same port, the old
+    workers leave, and the endpoint answers again; a later stop is final."""
+    ws, env = trained.ws, "supervisor-killed"
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=_environment(workers=2))
+        url, old = _url(env, ws), psutil.Process(status(env, workspace=ws).deployment.pid)
+        old_workers = old.children()
+        os.kill(old.pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        def recovered() -> bool:
+            now = status(env, workspace=ws).deployment.pid
+            if now in (None, old.pid):
+                return False
+            try:
+                return httpx.get(f"{url}/v2/models/bc/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(recovered, timeout=60)
+        back = time.monotonic() - killed
+        _wait(lambda: not any(w.is_running() and w.status() != "zombie" for w in old_workers))
+        new = psutil.Process(status(env, workspace=ws).deployment.pid)
+        assert _url(env, ws) == url and len(new.children()) == 2
+        answer = httpx.post(f"{url}/v2/models/bc/infer", json=Load(url, trained).body())
+        assert answer.status_code == 200
+        print(f"\nsupervisor kill -9: serving again after {back:.2f} s")
+    finally:
+        stop(env, workspace=ws)
+    time.sleep(1.0)  # a stopped endpoint is not brought back
+    assert status(env, workspace=ws).url is None
+
+
 def test_swap_under_load_drops_nothing_and_concurrent_deploys_conflict(
     trained: Trained,
 ) -> None:

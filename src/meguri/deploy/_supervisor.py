@@ -14,6 +14,11 @@ moves the current revision through its phases (:mod:`meguri.deploy._rollout`):
    next phase follows, and after the last the revision is ``live``.
 
 SIGTERM (or the deployment's state set to ``stopped``) stops the workers and the supervisor.
+
+``--detach`` forks a *keeper* that runs the supervisor as its child and starts it again when it
+dies any other way (``kill -9``, a crash): a few times, with growing pauses, never once the
+deployment is stopped. The workers of a dead supervisor notice that their parent changed and
+exit, freeing the port for the new supervisor's workers (:mod:`meguri.deploy._worker`).
 """
 
 from __future__ import annotations
@@ -165,16 +170,28 @@ class Supervisor:
                 time.sleep(0.1)
         finally:
             self.workers.stop()
-            self.repo.update(self.deployment.id, state=DeploymentState.STOPPED, clear_pid=True)
+            if self.stopping:  # a crash leaves the state for the keeper to act on
+                self.repo.update(self.deployment.id, state=DeploymentState.STOPPED, clear_pid=True)
 
-    def _bind(self) -> socket.socket:
+    def _bind(self, patience_s: float = 15.0) -> socket.socket:
+        """Bind the environment's port; after a supervisor died, its workers may hold the port
+        for a moment more (they exit once they see it gone), so a busy port is retried."""
         port = self.deployment.port or int(self.environment.get("port", 0))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(4096)
-        sock.set_inheritable(True)
-        return sock
+        deadline = time.monotonic() + patience_s
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                if not port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+                continue
+            sock.listen(4096)
+            sock.set_inheritable(True)
+            return sock
 
     def _current(self) -> DeploymentRevision:
         self.deployment = self.repo.get_by_id(self.deployment.id)
@@ -376,13 +393,55 @@ def _target_doc(target: DeploymentTarget, weight: float, role: str, folder: Path
     }
 
 
+#: Restarts the keeper allows within ``_RESTART_WINDOW_S`` before it gives up.
+_MAX_RESTARTS = 5
+_RESTART_WINDOW_S = 300.0
+
+
+def keep(root: Path, env: str) -> None:
+    """Run the supervisor as a child and start it again when it dies by a signal or an error
+    (exit status 0 is a deliberate stop, or another supervisor holding the lock). Gives up
+    after :data:`_MAX_RESTARTS` restarts in :data:`_RESTART_WINDOW_S`, and never restarts a
+    deployment whose state is ``stopped``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")
+    command = [sys.executable, "-m", "meguri.deploy._supervisor", str(root), env]
+    restarts: list[float] = []
+    while True:
+        code = subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
+        if code == 0:
+            return
+        now = time.monotonic()
+        restarts = [t for t in restarts if t > now - _RESTART_WINDOW_S]
+        if len(restarts) >= _MAX_RESTARTS:
+            log.error("supervisor of %s died %s times in %.0f s; not restarting it", env,
+                      len(restarts) + 1, _RESTART_WINDOW_S)  # fmt: skip
+            return
+        if _stopped(root, env):
+            return
+        pause = 0.2 * 2 ** len(restarts)
+        log.warning("supervisor of %s exited (%s); starting it again in %.1f s", env, code, pause)
+        time.sleep(pause)
+        restarts.append(now)
+
+
+def _stopped(root: Path, env: str) -> bool:
+    ws = open_workspace(root)
+    try:
+        found = ws.metadata.deployments.find(ws.project.id, env)
+        return found is None or found.state is DeploymentState.STOPPED
+    finally:
+        ws.close()
+
+
 def main(argv: list[str]) -> None:
     """Run the supervisor of environment ``argv[1]`` of the project at ``argv[0]``; exits at
-    once when another supervisor holds the environment's lock."""
+    once when another supervisor holds the environment's lock. ``--detach`` first: fork a keeper
+    (:func:`keep`) and return at once."""
     if argv and argv[0] == "--detach":  # fork: the caller's process returns at once
         if os.fork() > 0:
             os._exit(0)
-        argv = argv[1:]
+        keep(Path(argv[1]), argv[2])
+        return
     root, env = Path(argv[0]), argv[1]
     state = state_dir(root, env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s")

@@ -4,7 +4,8 @@
 with uvicorn on the inherited socket ``FD`` (the supervisor binds it once; every worker accepts
 from the same queue, so a worker that dies loses only the requests it was answering).
 
-Every 0.5 s the worker reads ``STATE_DIR/targets.json`` (written by the supervisor, replaced
+A worker whose supervisor died (its parent changed) shuts down gracefully. Every 0.5 s the
+worker reads ``STATE_DIR/targets.json`` (written by the supervisor, replaced
 atomically). A new ``generation`` there is loaded in a thread while the current one keeps
 serving: each new model package is verified and loaded, answers a self-test prediction, and only
 then does the router switch (one assignment). The worker writes what it serves and its counters
@@ -17,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -88,6 +90,7 @@ class _Watcher:
         self.stats = state / "stats" / f"{os.getpid()}.json"
         self.error: str | None = None
         self.failed_generation = -1
+        self.parent = os.getppid()
 
     async def __call__(self, router: Router) -> None:
         while True:
@@ -99,6 +102,10 @@ class _Watcher:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _tick(self, router: Router) -> None:
+        if os.getppid() != self.parent:  # the supervisor died: leave the port to its successor
+            log.warning("worker %s: supervisor %s is gone; stopping", os.getpid(), self.parent)
+            os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+            return
         document = json.loads((self.state / "targets.json").read_text(encoding="utf-8"))
         generation = int(document["generation"])
         if generation != router.generation and generation != self.failed_generation:
