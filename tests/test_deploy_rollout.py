@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from meguri.cli._deploy import _targets
 from meguri.deploy._rollout import Evidence, evidence, judge, phases, reached
 from meguri.serve._metrics import LATENCY_BUCKETS
@@ -76,7 +78,9 @@ def test_evidence_is_the_change_since_the_step_began_per_worker() -> None:
     now = {1: _report(300, 11, 2, 0), 2: _report(100, 0, 0, 10)}  # worker 2 started meanwhile
     found = evidence(now, before, "mv-2")
     assert (found.requests, found.errors, found.violations) == (300, 10, 2)
-    assert found.p99_ms == 250.0  # 10 of 300 requests above 1 ms: the p99 falls in their bucket
+    # 290 requests in the (0.5, 1] ms bucket, 10 in (100, 250] ms: rank 0.99 * 300 = 297 is the
+    # 7th of those 10, interpolated in their bucket as Prometheus' histogram_quantile does
+    assert found.p99_ms == pytest.approx(100 + (250 - 100) * 7 / 10)
 
 
 def test_judge_names_the_breach() -> None:

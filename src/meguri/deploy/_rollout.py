@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from meguri.serve._metrics import LATENCY_BUCKETS
+from meguri.serve._metrics import LATENCY_BUCKETS, histogram_quantile
 from meguri.store.metadata import DeploymentRevision, DeploymentTarget, RevisionState
 
 __all__ = ["Evidence", "Phase", "evidence", "judge", "phases", "reached", "step_reached", "watched"]
@@ -102,22 +102,16 @@ def evidence(now: Reports, before: Reports, key: str) -> Evidence:
 
 
 def _p99_ms(buckets: Sequence[int]) -> float | None:
-    total = sum(buckets)
-    if total == 0:
-        return None
-    running = 0
-    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
-        running += count
-        if running >= 0.99 * total:
-            return bound * 1000.0
-    return None
+    found = histogram_quantile(0.99, LATENCY_BUCKETS, buckets)
+    return None if found is None else found * 1000.0
 
 
 def judge(found: Evidence, thresholds: Mapping[str, Any], *, final: bool) -> str | None:
     """Why ``found`` breaches ``thresholds`` (``"error rate 0.35 > 0.01"``), or None.
 
-    Rates are judged once ``min_requests`` requests were answered; the p99 (bucket bound) only
-    at the end of the step (``final``), when the histogram has the whole step."""
+    Rates are judged once ``min_requests`` requests were answered; the p99 (interpolated in the
+    latency histogram as Prometheus does) only at the end of the step (``final``), when the
+    histogram has the whole step."""
     if found.requests < int(thresholds.get("min_requests", 20)):
         return None
     max_errors = float(thresholds.get("max_error_rate", 0.01))

@@ -23,10 +23,17 @@ the error path only.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
-__all__ = ["LATENCY_BUCKETS", "PREDICTION_ENDPOINTS", "Metrics", "MetricsSnapshot"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "PREDICTION_ENDPOINTS",
+    "Metrics",
+    "MetricsSnapshot",
+    "histogram_quantile",
+]
 
 #: The routes whose requests are the model's traffic (health checks and scrapes are not).
 PREDICTION_ENDPOINTS = frozenset({"/invocations", "/v2/models/{name}/infer"})
@@ -49,6 +56,29 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
+    """The ``q`` quantile of a histogram as Prometheus' ``histogram_quantile`` estimates it:
+    ``counts`` per bucket (not cumulative; one more than ``bounds``, the last being +Inf),
+    linear interpolation inside the bucket the rank falls in, from 0 for the first bucket; a
+    rank in the +Inf bucket gives the highest finite bound. ``None`` without observations.
+    One rule for every latency quantile: the rollout's p99 and the monitor windows'."""
+    cumulative = list(accumulate(float(c) for c in counts))
+    if len(cumulative) != len(bounds) + 1 or cumulative[-1] <= 0:
+        return None
+    rank = q * cumulative[-1]
+    index = bisect_left(cumulative, rank, 0, len(bounds))
+    if index == len(bounds):
+        return float(bounds[-1])
+    lower = 0.0 if index == 0 else float(bounds[index - 1])
+    below = 0.0 if index == 0 else cumulative[index - 1]
+    inside = cumulative[index] - below
+    if inside <= 0:
+        return lower
+    return lower + (float(bounds[index]) - lower) * (rank - below) / inside
+
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
