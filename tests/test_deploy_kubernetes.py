@@ -25,6 +25,7 @@ from meguri.deploy._kubernetes import (
     kubernetes_manifests,
     manifests_for,
     resource_name,
+    token_secret_name,
     write_manifests,
 )
 from meguri.deploy._scaleout import BASE_MEMORY_MIB, HEADROOM, derive_scaling, resolve_target
@@ -72,7 +73,12 @@ def _by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_manifests_validate_against_the_kubernetes_schemas(trained: Trained) -> None:
     manifests = kubernetes_manifests(trained.ref, env="production", workspace=trained.ws)
-    assert [m["kind"] for m in manifests] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert [m["kind"] for m in manifests] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
     for manifest in manifests:
         for version in SCHEMA_VERSIONS:
             kubernetes_validate.validate(manifest, version, strict=True)
@@ -96,8 +102,11 @@ def test_the_deployment_runs_the_exported_container_safely(trained: Trained) -> 
     [container] = pod["containers"]
     assert container["image"] == "meguri-cancer:1" and container["args"] == ["serve"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["MEGURI_MODEL_DIGEST"] == version.package_digest
+    assert env["MEGURI_SERVE_MAX_BODY_BYTES"] == str(8 * 1024 * 1024)
+    assert env["MEGURI_SERVE_MAX_ROWS"] == "10000"
+    assert "MEGURI_SERVE_TOKEN" not in env  # the example's production sets no token
     assert env["MEGURI_CAPTURE_RATE"] == "0.5" and env["MEGURI_CAPTURE_URL"] == CAPTURE_DIR
     assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -151,6 +160,30 @@ def test_objects_fit_together_and_carry_the_lineage(trained: Trained) -> None:
     assert hpa["spec"]["maxReplicas"] == 2
     metric = hpa["spec"]["metrics"][0]["resource"]
     assert metric["name"] == "cpu" and metric["target"]["averageUtilization"] == 70
+    budget = kinds["PodDisruptionBudget"]["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+
+
+def test_the_token_comes_from_a_secret_the_manifests_never_hold(trained: Trained) -> None:
+    target = resolve_target(trained.ref, env="production", workspace=trained.ws)
+    guarded = replace(
+        target,
+        environment=target.environment.model_copy(
+            update={"auth_token_env": "CANCER_TOKEN", "max_body_bytes": 4096}
+        ),
+    )
+    manifests = manifests_for(guarded)
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, SCHEMA_VERSIONS[-1], strict=True)
+    container = _by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MEGURI_SERVE_TOKEN"] == {
+        "name": "MEGURI_SERVE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": token_secret_name(guarded), "key": "token"}},
+    }
+    assert token_secret_name(guarded) == "meguri-cancer-production-token"
+    assert env["MEGURI_SERVE_MAX_BODY_BYTES"]["value"] == "4096"
+    assert not any(m["kind"] == "Secret" for m in manifests)
 
 
 def test_environments_come_from_the_workspace_spec_first(trained: Trained) -> None:
@@ -205,7 +238,7 @@ def test_written_yaml_and_the_cli(
     manifests = kubernetes_manifests(trained.ref, env="staging", workspace=trained.ws)
     path = write_manifests(manifests, tmp_path / "k8s" / "cancer.yaml")
     text = path.read_text()
-    assert "&id" not in text and text.count("\n---\n") == 2  # no YAML aliases, 3 documents
+    assert "&id" not in text and text.count("\n---\n") == 3  # no YAML aliases, 4 documents
     assert list(yaml.safe_load_all(text)) == manifests
     for name in [k for k in os.environ if k.startswith("MEGURI_")]:
         monkeypatch.delenv(name)

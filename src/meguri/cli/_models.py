@@ -319,10 +319,19 @@ def _export_kubernetes(
     manifests = manifests_for(target, image=image, namespace=namespace)
     path = write_manifests(manifests, out / f"{resource_name(target.label)}.yaml")
     scaling = target.scaling
+    secret = ""
+    if target.environment.auth_token_env is not None:
+        from meguri.deploy._kubernetes import token_secret_name
+
+        secret = (
+            f", `kubectl create secret generic {token_secret_name(target)} "
+            f"--from-literal=token=${target.environment.auth_token_env}`"
+        )
     console.print(
-        f"wrote a Deployment, Service and HPA ({scaling.replicas} to {scaling.max_replicas} "
-        f"replicas) for {target.version.ref} in {env} to [bold]{path}[/]: build the image with "
-        f"`meguri models export {ref} --format container`, then `kubectl apply -f {path}`"
+        f"wrote a Deployment, Service, HPA ({scaling.replicas} to {scaling.max_replicas} "
+        f"replicas) and PodDisruptionBudget for {target.version.ref} in {env} to [bold]{path}[/]: "
+        f"build the image with `meguri models export {ref} --format container`{secret}, then "
+        f"`kubectl apply -f {path}`"
     )
 
 

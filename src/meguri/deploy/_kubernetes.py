@@ -1,4 +1,4 @@
-"""A model version's deployment as Kubernetes manifests: Deployment, Service and HPA.
+"""A model version's deployment as Kubernetes manifests: Deployment, Service, HPA and PDB.
 
 ::
 
@@ -14,7 +14,11 @@ captures (an ``emptyDir`` at :data:`CAPTURE_DIR`) and temporary files (an ``empt
 ``/tmp``). Liveness is ``GET /ping``, readiness ``GET /v2/health/ready``; a startup probe gives
 the model up to two minutes to load. Labels carry the model name, version and environment
 (label values are limited to 63 characters, so the full values and the package digest and
-spec version are annotations too).
+spec version are annotations too). A PodDisruptionBudget lets a node drain take at most one
+pod at a time. The environment's request limits (``max_body_bytes``, ``max_rows``) go to the
+server's environment; with ``auth_token_env`` set, the bearer token comes from the Secret
+``<name>-token`` (key ``token``), which the manifests reference but never contain: create it
+with ``kubectl create secret generic <name>-token --from-literal=token=$TOKEN``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "SERVICE_PORT",
     "kubernetes_manifests",
     "manifests_for",
+    "token_secret_name",
     "write_manifests",
 ]
 
@@ -66,13 +71,14 @@ def kubernetes_manifests(
 def manifests_for(
     target: ScaleOutTarget, *, image: str | None = None, namespace: str | None = None
 ) -> list[dict[str, Any]]:
-    """The three manifests of an already resolved ``target``."""
+    """The manifests of an already resolved ``target``."""
     name = resource_name(target.label)
     meta = _metadata(target, name, namespace)
     manifests = [
         _deployment(target, meta, image or default_image(target)),
         _service(meta),
         _autoscaler(target.scaling, meta),
+        _disruption_budget(meta),
     ]
     fresh: list[dict[str, Any]] = json.loads(json.dumps(manifests))  # no dict shared by two
     return fresh
@@ -208,7 +214,7 @@ def _container(target: ScaleOutTarget, image: str) -> dict[str, Any]:
     }
 
 
-def _env(target: ScaleOutTarget) -> list[dict[str, str]]:
+def _env(target: ScaleOutTarget) -> list[dict[str, Any]]:
     version, environment = target.version, target.environment
     values = {
         DIGEST_ENV: version.package_digest,
@@ -218,9 +224,20 @@ def _env(target: ScaleOutTarget) -> list[dict[str, str]]:
         "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
         "MEGURI_CAPTURE_RATE": repr(float(environment.capture_rate)),
         "MEGURI_CAPTURE_URL": CAPTURE_DIR,
+        "MEGURI_SERVE_MAX_BODY_BYTES": str(environment.max_body_bytes),
+        "MEGURI_SERVE_MAX_ROWS": str(environment.max_rows),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    return [{"name": key, "value": value} for key, value in values.items()]
+    found: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in values.items()]
+    if environment.auth_token_env is not None:
+        secret = {"name": token_secret_name(target), "key": "token"}
+        found.append({"name": "MEGURI_SERVE_TOKEN", "valueFrom": {"secretKeyRef": secret}})
+    return found
+
+
+def token_secret_name(target: ScaleOutTarget) -> str:
+    """The Secret holding the endpoint's bearer token (key ``token``), made by the operator."""
+    return f"{resource_name(target.label)[: _NAME_LIMIT - 6]}-token"
 
 
 def _resources(scaling: Scaling) -> dict[str, Any]:
@@ -269,4 +286,13 @@ def _autoscaler(scaling: Scaling, meta: dict[str, Any]) -> dict[str, Any]:
             "maxReplicas": scaling.max_replicas,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": utilization}}],
         },
+    }
+
+
+def _disruption_budget(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta["metadata"],
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": meta["selector"]}},
     }

@@ -19,8 +19,9 @@ server, which refuses to start when ``model.json`` no longer has that sha256. ``
 ``SM_MODEL_DIR`` (default ``/opt/ml/model``), ``SAGEMAKER_BIND_TO_PORT`` (default 8080),
 ``SAGEMAKER_MODEL_SERVER_WORKERS`` (default 1), ``MEGURI_SERVE_HOST`` (default ``0.0.0.0``),
 ``MEGURI_CAPTURE_RATE`` / ``MEGURI_CAPTURE_URL`` (prediction capture, off by default) and
-``MEGURI_SERVE_TOKEN`` (a bearer token the server then requires), so the same script runs
-outside a container on any folder and port.
+``MEGURI_SERVE_TOKEN`` (a bearer token the server then requires) and
+``MEGURI_SERVE_MAX_BODY_BYTES`` / ``MEGURI_SERVE_MAX_ROWS`` (request limits), so the same script
+runs outside a container on any folder and port.
 
 meguri's wheel is written here, from the installed package's own files and metadata (no build
 tool, no network, same bytes for the same sources), because meguri is not on a public index.
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from meguri.errors import PackageError
+from meguri.serve._server import ServeSettings
 
 __all__ = [
     "CONTAINER_MODEL_DIR",
@@ -102,6 +104,8 @@ def main(argv: list[str]) -> None:
         capture_rate=float(env.get("MEGURI_CAPTURE_RATE", "0") or 0),
         capture_url=env.get("MEGURI_CAPTURE_URL") or None,
         auth_token=env.get("MEGURI_SERVE_TOKEN") or None,
+        max_body_bytes=int(env.get("MEGURI_SERVE_MAX_BODY_BYTES", "{max_body}")),
+        max_rows=int(env.get("MEGURI_SERVE_MAX_ROWS", "{max_rows}")),
     )
     serve(source, settings)
 
@@ -202,11 +206,17 @@ def _dockerfile(document: dict[str, Any], digest: str, wheel: str, pins: dict[st
     )
 
 
+#: The server's own defaults, written into the entrypoint as the limits' fallbacks.
+_DEFAULTS = ServeSettings()
+
+
 def _entrypoint() -> str:
     return (
         _ENTRYPOINT.replace("{model_dir}", CONTAINER_MODEL_DIR)
         .replace("{digest_env}", DIGEST_ENV)
         .replace("{port}", str(CONTAINER_PORT))
+        .replace("{max_body}", str(_DEFAULTS.max_body_bytes))
+        .replace("{max_rows}", str(_DEFAULTS.max_rows))
     )
 
 
