@@ -23,7 +23,13 @@ from typer.testing import CliRunner
 import meguri
 from meguri import registry
 from meguri.cli import _models
-from meguri.deploy._ray_serve import APP_BUILDER, DEPLOYMENT_NAME, build_app, ray_serve_app
+from meguri.deploy._ray_serve import (
+    APP_BUILDER,
+    DEPLOYMENT_NAME,
+    TARGET_ONGOING_REQUESTS,
+    build_app,
+    ray_serve_app,
+)
 from meguri.errors import ConfigError, PackageIntegrityError
 from meguri.spec import parse_spec
 from meguri.spec._versions import save_spec_version
@@ -143,7 +149,14 @@ def test_the_exported_config_deploys(
     [application] = config["applications"]
     assert application["import_path"] == APP_BUILDER
     assert application["args"]["package"] == str((out / "model").resolve())
-    assert application["deployments"][0]["num_replicas"] == 1  # staging: 1 worker
+    # staging: 1 worker, the budget allows 2: Ray Serve autoscales between them
+    assert application["deployments"][0]["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": TARGET_ONGOING_REQUESTS,
+    }
+    assert "num_replicas" not in application["deployments"][0]
+    assert application["args"]["max_body_bytes"] == 8 * 1024 * 1024
     module, attr = application["import_path"].split(":")
     builder = getattr(importlib.import_module(module), attr)
     serve.run(builder(application["args"]), name=application["name"], route_prefix="/")
@@ -167,3 +180,21 @@ def test_bad_args_and_a_changed_package_are_refused(served: Served, tmp_path: Pa
             "version": "1"}  # fmt: skip
     with pytest.raises(PackageIntegrityError, match=r"transform\.json"):
         ModelReplica(args)
+
+
+def test_a_replica_takes_its_limits_and_its_token_from_where_it_runs(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meguri.deploy._ray_serve import ModelReplica
+
+    folder = registry.download_package(served.ref, tmp_path / "pkg", workspace=served.ws)
+    version = registry.get_model_version(served.ref, workspace=served.ws)
+    args = {"package": str(folder), "digest": version.package_digest, "name": "cancer",
+            "version": "1", "max_body_bytes": 4096,
+            "auth_token_env": "RAY_ENDPOINT_TOKEN"}  # fmt: skip
+    monkeypatch.delenv("RAY_ENDPOINT_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"\$RAY_ENDPOINT_TOKEN, which is not set"):
+        ModelReplica(args).__serve_build_asgi_app__()
+    monkeypatch.setenv("RAY_ENDPOINT_TOKEN", "t" * 32)
+    app = ModelReplica(args).__serve_build_asgi_app__()
+    assert app.settings.max_body_bytes == 4096 and app.settings.auth_token == "t" * 32

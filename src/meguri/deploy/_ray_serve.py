@@ -13,8 +13,11 @@ Each replica loads the package itself with the server's reader
 sha256 checked first) and serves meguri's own ASGI app through Ray Serve's HTTP proxy, so the
 routes and formats are those of ``meguri serve``: SageMaker ``/ping`` and ``/invocations``,
 the MLflow scoring forms, Open Inference Protocol v2 and ``/metrics`` (per replica). The
-environment's ``workers`` become the number of replicas (one CPU each) and its
-``capture_rate`` the share of requests each replica captures.
+environment's ``workers`` become the number of replicas (one CPU each), autoscaled up to the
+budget's replicas (:mod:`meguri.deploy._scaleout`) on ongoing requests per replica
+(:data:`TARGET_ONGOING_REQUESTS`); its ``capture_rate`` is the share of requests each replica
+captures, its ``max_body_bytes``/``max_rows`` hold, and with ``auth_token_env`` each replica
+reads the bearer token from that variable where it runs (never from the config).
 
 The package folder must be readable where the replicas run: on one machine the registry's
 cache is; on a cluster, the folder :func:`export_ray_serve` writes must be on a shared mount
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APP_BUILDER",
     "DEPLOYMENT_NAME",
+    "TARGET_ONGOING_REQUESTS",
     "ModelReplica",
     "RayServeArgs",
     "build_app",
@@ -56,6 +60,8 @@ DEPLOYMENT_NAME = "meguri-model"
 MAX_ONGOING_REQUESTS = 64
 """Requests one replica takes at once: its micro-batcher predicts those waiting together, so a
 replica needs many in flight (Ray Serve's default is 5)."""
+TARGET_ONGOING_REQUESTS = 32
+"""Ongoing requests per replica the autoscaler aims at: half of what one takes at once."""
 CONFIG_FILE = "serve_config.yaml"
 
 
@@ -69,10 +75,28 @@ class RayServeArgs:
     name: str
     version: str
     replicas: int = 1
+    max_replicas: int | None = None
+    """Autoscale from ``replicas`` up to this many (None or equal: a fixed count)."""
     cpus_per_replica: float = 1.0
     capture_rate: float = 0.0
     capture_url: str | None = None
     max_ongoing_requests: int = MAX_ONGOING_REQUESTS
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 10_000
+    auth_token_env: str | None = None
+    """The variable each replica reads its bearer token from (the token is never in the args)."""
+
+    def scaling_options(self) -> dict[str, Any]:
+        """``num_replicas``, or an ``autoscaling_config`` when ``max_replicas`` is larger."""
+        if self.max_replicas is None or self.max_replicas <= self.replicas:
+            return {"num_replicas": self.replicas}
+        return {
+            "autoscaling_config": {
+                "min_replicas": self.replicas,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": TARGET_ONGOING_REQUESTS,
+            }
+        }
 
     @classmethod
     def from_dict(cls, args: dict[str, Any]) -> RayServeArgs:
@@ -110,11 +134,32 @@ class ModelReplica:
         from meguri.serve._app import create_app
         from meguri.serve._server import ServeSettings
 
-        capture = self.args.capture_url if self.args.capture_rate > 0 else None
+        args = self.args
+        capture = args.capture_url if args.capture_rate > 0 else None
         settings = ServeSettings(
-            capture_rate=self.args.capture_rate if capture else 0.0, capture_url=capture
+            capture_rate=args.capture_rate if capture else 0.0,
+            capture_url=capture,
+            max_body_bytes=args.max_body_bytes,
+            max_rows=args.max_rows,
+            auth_token=_token(args.auth_token_env),
         )
         return create_app(self.model, settings=settings)
+
+
+def _token(name: str | None) -> str | None:
+    """The bearer token from the variable ``name`` where this replica runs."""
+    if name is None:
+        return None
+    import os
+
+    token = os.environ.get(name)
+    if not token:
+        raise ConfigError(
+            f"Ray Serve replica: the endpoint requires a bearer token from ${name}, which is "
+            "not set where the replica runs; set it in the cluster's runtime environment "
+            "(runtime_env: {env_vars: ...}) or on every node"
+        )
+    return token
 
 
 def _serve() -> Any:
@@ -136,7 +181,7 @@ def build_app(args: dict[str, Any]) -> Any:
     deployment = serve.deployment(serve.ingress()(ModelReplica))
     return deployment.options(
         name=DEPLOYMENT_NAME,
-        num_replicas=options.replicas,
+        **options.scaling_options(),
         max_ongoing_requests=options.max_ongoing_requests,
         ray_actor_options={"num_cpus": options.cpus_per_replica},
     ).bind(asdict(options))
@@ -153,9 +198,13 @@ def ray_serve_args(
         name=version.name,
         version=str(version.version),
         replicas=target.scaling.replicas,
+        max_replicas=target.scaling.max_replicas,
         cpus_per_replica=target.scaling.cpu,
         capture_rate=environment.capture_rate if capture_url else 0.0,
         capture_url=capture_url,
+        max_body_bytes=environment.max_body_bytes,
+        max_rows=environment.max_rows,
+        auth_token_env=environment.auth_token_env,
     )
     return asdict(args)
 
@@ -183,7 +232,7 @@ def ray_serve_config(
     args = ray_serve_args(target, package=package, capture_url=capture_url)
     deployment = {
         "name": DEPLOYMENT_NAME,
-        "num_replicas": args["replicas"],
+        **RayServeArgs.from_dict(args).scaling_options(),
         "max_ongoing_requests": args["max_ongoing_requests"],
         "ray_actor_options": {"num_cpus": args["cpus_per_replica"]},
     }
