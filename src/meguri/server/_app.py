@@ -27,6 +27,7 @@ from meguri.server import (
     _mlflow,
     _mlflow_artifacts,
     _r_access,
+    _r_artifacts,
     _r_checks,
     _r_datasets,
     _r_deployments,
@@ -58,6 +59,7 @@ _ROUTERS = (
     _r_deployments.router,
     _r_monitor.router,
     _r_checks.router,
+    _r_artifacts.router,
     _mlflow.router,
     _mlflow_artifacts.router,
 )
