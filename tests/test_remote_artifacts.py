@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from meguri.errors import ArtifactError, ConfigError, NotFoundError
+from meguri.errors import ArtifactCorruptedError, ArtifactError, ConfigError, NotFoundError
 from meguri.store.artifacts import (
     ArtifactStore,
     FsspecArtifactStore,
@@ -402,8 +402,12 @@ def test_a_fault_in_a_sealed_object_reaches_the_client_and_never_the_destination
             damaged = bytearray(sealed)
             damaged[offset] ^= 0x01
             backing.fs.pipe_file(path, bytes(damaged))
-            with pytest.raises(ArtifactError):
+            with pytest.raises(ArtifactError) as raised:
                 client.get_file(digest, dest)
+            if offset == 100:  # found before the answer starts: its own error, no server path
+                assert isinstance(raised.value, ArtifactCorruptedError)
+                assert f"sha256:{digest} is corrupted" in str(raised.value)
+                assert str(tmp_path) not in str(raised.value)
             assert dest.read_bytes() == b"previous"
             assert [p.name for p in dest.parent.iterdir()] == ["file.bin"]
 

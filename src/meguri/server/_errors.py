@@ -116,12 +116,32 @@ def _internal(request: Request, exc: BaseException) -> Response:
     return internal_error(request.method, request.url.path, exc)
 
 
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+
+
 async def _meguri(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.MeguriError)
     status, code = status_of(exc)
+    if isinstance(exc, e.ArtifactCorruptedError | e.PackageIntegrityError):
+        return _corrupted(request, exc, code)
     if status >= 500:
         return _internal(request, exc)
     return error_response(request.url.path, status, code, str(exc))
+
+
+def _corrupted(request: Request, exc: e.MeguriError, code: str) -> Response:
+    """A stored object that fails its check: the client learns which one and that an operator
+    must restore it (its own code, so SDKs raise the same error class); where it lies on the
+    server's storage goes only to the server log."""
+    incident = secrets.token_hex(6)
+    log.error("corrupted object %s on %s %s: %s", incident, request.method, request.url.path, exc)
+    found = _DIGEST.search(str(exc))
+    what = f"sha256:{found.group(1)}" if found else "a stored object"
+    message = (
+        f"{what} is corrupted in the server's store (incident {incident}); an operator must "
+        "restore it from a backup (the server log says where it lies)."
+    )
+    return error_response(request.url.path, 500, code, message)
 
 
 async def _api(request: Request, exc: Exception) -> Response:
