@@ -379,3 +379,61 @@ def test_upgrade_from_0006_keeps_the_data_and_starts_an_empty_audit_chain(
         assert store.audit.verify().ok
     finally:
         store.close()
+
+
+def test_upgrade_from_0007_keeps_runs_active_and_adds_their_lifecycle(
+    engine: sa.Engine, metadata_url: str
+) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+
+    config = _alembic_config()
+    with engine.execution_options(meguri_write=True).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        for statement in (
+            "INSERT INTO projects (id, name, created_at, created_by) "
+            "VALUES ('proj-old', 'old', 1.0, 'ann')",
+            "INSERT INTO experiments (id, project_id, name, created_at, created_by) "
+            "VALUES ('exp-old', 'proj-old', 'train', 3.0, 'ann')",
+            "INSERT INTO runs (id, experiment_id, name, status, created_at, created_by) "
+            "VALUES ('run-old', 'exp-old', 'first', 'finished', 4.0, 'ann')",
+            "INSERT INTO run_tags (run_id, key, value) VALUES ('run-old', 'team', 'risk')",
+        ):
+            conn.execute(sa.text(statement))
+    assert _revision(engine) == "0007"
+    assert "experiment_tags" not in sa.inspect(engine).get_table_names()
+    assert migrate(engine) is True
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        [experiment] = store.runs.list_experiments("proj-old")
+        assert (experiment.id, experiment.deleted_at) == ("exp-old", None)
+        [run] = store.runs.search(["exp-old"])  # an old run is active
+        assert (run.id, run.name, run.tags, run.deleted_at) == (
+            "run-old",
+            "first",
+            {"team": "risk"},
+            None,
+        )
+        assert store.runs.experiment_tags(["exp-old"]) == {}
+        assert store.runs.delete_run("run-old", by="bob") is True
+        assert store.runs.search(["exp-old"]) == []
+        assert store.runs.search(["exp-old"], view="deleted")[0].id == "run-old"
+        assert store.audit.verify().ok
+    finally:
+        store.close()
+
+
+def test_run_entity_fields_follow_the_runs_columns() -> None:
+    """Runs are loaded positionally (``_run_rows``): a column added to the table needs its
+    field on :class:`Run`, at the same place."""
+    from dataclasses import fields
+
+    from meguri.store.metadata import Run
+    from meguri.store.metadata._schema import runs
+
+    names = [f.name for f in fields(Run)]
+    assert names[: len(runs.c)] == [c.name for c in runs.c]

@@ -70,6 +70,10 @@ _MLFLOW_CODES = {
 }
 
 
+#: MLflow error codes that follow from meguri's code rather than the status alone.
+_MLFLOW_BY_CODE = {"gate_failed": "INVALID_STATE"}
+
+
 class ApiError(Exception):
     """A refusal decided by the server itself (bad field, forbidden, too large)."""
 
@@ -96,7 +100,7 @@ def error_response(
     """The error body for ``path``: MLflow's shape under ``/api/2.0/``, meguri's elsewhere."""
     if MLFLOW_PATH.match(path):
         body: dict[str, Any] = {
-            "error_code": _MLFLOW_CODES.get(status, "INTERNAL_ERROR"),
+            "error_code": _MLFLOW_BY_CODE.get(code) or _MLFLOW_CODES.get(status, "INTERNAL_ERROR"),
             "message": message,
         }
     else:

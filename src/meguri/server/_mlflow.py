@@ -6,16 +6,27 @@ meguri API token):
 ``GET  experiments/get-by-name``, ``get``      an experiment of the project
 ``POST experiments/create``, ``search``        ``artifact_location`` is refused: meguri alone
                                                decides where bytes are stored
-``POST runs/create``, ``update``, ``search``   runs (search: MLflow's filter syntax, paged)
-``GET  runs/get``                              one run with its latest metrics, params, tags
-``POST runs/log-metric``, ``log-parameter``,   written through the tracking SDK's checks
-``log-batch``, ``set-tag``
+``POST experiments/update``, ``delete``,       rename, delete, restore, tag an experiment
+``restore``, ``set-experiment-tag``,           (see :mod:`._mlflow_lifecycle`)
+``delete-experiment-tag``
+``POST runs/create``, ``update``, ``search``   runs (search: MLflow's filter syntax, paged,
+                                               ``run_view_type``); ``update`` also renames
+``GET  runs/get``                              one run with its latest metrics, params, tags,
+                                               dataset inputs
+``POST runs/log-metric``, ``log-parameter``,   written through the tracking SDK's checks; the
+``log-batch``, ``set-tag``                     tag ``mlflow.runName`` renames the run
+``POST runs/delete``, ``restore``,             see :mod:`._mlflow_lifecycle`
+``delete-tag``, ``log-inputs``, ``log-model``
 ``GET  metrics/get-history``                   every point of a metric, paged
+``registered-models/…``, ``model-versions/…``  the registry, see :mod:`._mlflow_registry`
 =============================================  =============================================
 
 All under ``/api/2.0/mlflow/`` for the server's default project, or under
 ``/projects/<name>/api/2.0/mlflow/`` (tracking URI ``http://host:port/projects/<name>``) for
-another. The run's author is the signed-in user, whatever ``user_id`` the client sends.
+another. The run's author is the signed-in user, whatever ``user_id`` the client sends. Reads
+need the viewer role, run and experiment writes editor, alias moves admin. The routes of
+:mod:`._mlflow_lifecycle` and :mod:`._mlflow_registry` are included in this router, so that
+the app registers one router for the whole subset.
 """
 
 from __future__ import annotations
@@ -24,48 +35,44 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
-from meguri.errors import ConflictError, NotFoundError, QuerySyntaxError
+from meguri.errors import ConflictError, NotFoundError
 from meguri.server import _mlflow_convert as conv
-from meguri.server._access import Access, access
 from meguri.server._deps import WS, ok
 from meguri.server._errors import ApiError
-from meguri.server._runs_shared import create_remote_run, experiment_by_id, log_to_run, project_run
+from meguri.server._mlflow_common import (
+    EDITOR,
+    VIEWER,
+    Body,
+    KeyValue,
+    RunRef,
+    active_experiment,
+    active_run,
+    experiment_of,
+    run_of,
+)
+from meguri.server._mlflow_lifecycle import dataset_inputs
+from meguri.server._mlflow_lifecycle import router as lifecycle_router
+from meguri.server._mlflow_registry import router as registry_router
+from meguri.server._runs_shared import create_remote_run, log_to_run
 from meguri.store import Workspace
-from meguri.store.metadata import Experiment
+from meguri.store.metadata import Experiment, Run
 
 router = APIRouter(prefix="/api/2.0/mlflow", tags=["mlflow"])
-VIEWER = access(Access.VIEWER)
-EDITOR = access(Access.EDITOR)
-_NAME = r"^[A-Za-z0-9_\-./ :]{1,250}$"
+_NAME = r"^[A-Za-z0-9_\-./ :]{1,200}$"
 _RunId = Annotated[str, Query(min_length=1, max_length=100)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class KeyValue(_Body):
-    key: str = Field(max_length=250)
-    value: str = Field("", max_length=8000)
-
-
-class MetricIn(_Body):
+class MetricIn(Body):
     key: str = Field(max_length=250)
     value: float
     timestamp: float | None = None
     step: int = 0
 
 
-def _experiment(ws: Workspace, experiment_id: str) -> Experiment:
-    if experiment_id == conv.DEFAULT_ID:
-        return ws.metadata.runs.ensure_experiment(ws.project.id, conv.DEFAULT_EXPERIMENT, ws.user)
-    return experiment_by_id(ws, experiment_id)
-
-
-def _run_id(run_id: str | None, run_uuid: str | None) -> str:
+def _query_run_id(run_id: str | None, run_uuid: str | None) -> str:
     found = run_id or run_uuid
     if not found:
         raise ApiError(400, "bad_request", "run_id is required.")
@@ -73,12 +80,18 @@ def _run_id(run_id: str | None, run_uuid: str | None) -> str:
 
 
 def _point(m: MetricIn) -> tuple[str, float, int, float]:
-    stamp = m.timestamp / 1000.0 if m.timestamp is not None else _now()
+    stamp = m.timestamp / 1000.0 if m.timestamp is not None else time.time()
     return (m.key, m.value, m.step, stamp)
 
 
-def _now() -> float:
-    return time.time()
+def _experiment_answer(ws: Workspace, experiment: Experiment) -> Response:
+    tags = ws.metadata.runs.experiment_tags([experiment.id]).get(experiment.id)
+    return ok({"experiment": conv.experiment_json(experiment, tags)})
+
+
+def _runs_json(ws: Workspace, runs: list[Run]) -> list[dict[str, Any]]:
+    inputs = dataset_inputs(ws, runs)
+    return [conv.run_json(r, inputs.get(r.id, ())) for r in runs]
 
 
 # -- experiments -----------------------------------------------------------------------------
@@ -91,15 +104,15 @@ def get_experiment_by_name(
     found = ws.metadata.runs.find_experiment(ws.project.id, experiment_name)
     if found is None:
         raise NotFoundError(f"Could not find experiment with name '{experiment_name}'")
-    return ok({"experiment": conv.experiment_json(found)})
+    return _experiment_answer(ws, found)
 
 
 @router.get("/experiments/get", openapi_extra=VIEWER)
 def get_experiment(ws: WS, experiment_id: Annotated[str, Query(max_length=100)]) -> Response:
-    return ok({"experiment": conv.experiment_json(_experiment(ws, experiment_id))})
+    return _experiment_answer(ws, experiment_of(ws, experiment_id))
 
 
-class NewExperiment(_Body):
+class NewExperiment(Body):
     name: str = Field(pattern=_NAME)
     artifact_location: str | None = Field(None, max_length=2000)
     tags: list[KeyValue] = Field(default_factory=list, max_length=100)
@@ -114,73 +127,104 @@ def create_experiment(ws: WS, body: NewExperiment) -> Response:
             "artifact_location is not accepted: the server decides where artifacts "
             "are stored. Leave it out.",
         )
-    if ws.metadata.runs.find_experiment(ws.project.id, body.name) is not None:
-        raise ConflictError(f"Experiment '{body.name}' already exists.")
+    found = ws.metadata.runs.find_experiment(ws.project.id, body.name)
+    if found is not None:
+        state = " in deleted state (restore it, or choose another name)" if found.deleted else ""
+        raise ConflictError(f"Experiment '{body.name}' already exists{state}.")
     created = ws.metadata.runs.ensure_experiment(ws.project.id, body.name, ws.user)
+    tags = {t.key: t.value for t in body.tags}
+    ws.metadata.runs.set_experiment_tags(created.id, tags, by=ws.user)
     return ok({"experiment_id": created.id})
 
 
-class ExperimentSearch(_Body):
+class ExperimentSearch(Body):
     max_results: int = Field(1000, ge=1, le=50_000)
     filter: str | None = Field(None, max_length=1000)
+    view_type: str | int | None = None
+    order_by: list[str] = Field(default_factory=list, max_length=10)
+    page_token: str | None = Field(None, max_length=200)
+
+
+_EXPERIMENT_FIELDS = ("name", "experiment_id", "creation_time", "last_update_time")
 
 
 @router.post("/experiments/search", openapi_extra=VIEWER)
 def search_experiments(ws: WS, body: ExperimentSearch) -> Response:
-    """Every experiment of the project (the filter is not supported and refused)."""
-    if body.filter:
-        raise QuerySyntaxError("Filtering experiments is not supported; list them all.")
-    found = ws.metadata.runs.list_experiments(ws.project.id)[: body.max_results]
-    return ok({"experiments": [conv.experiment_json(e) for e in found]})
+    """The project's experiments (``view_type``), filtered by name or tags, ordered, paged."""
+    found = ws.metadata.runs.list_experiments(ws.project.id, view=conv.view_type(body.view_type))
+    tags = ws.metadata.runs.experiment_tags([e.id for e in found])
+    records = [
+        {
+            "experiment": e,
+            "name": e.name,
+            "experiment_id": e.id,
+            "creation_time": e.created_at,
+            "last_update_time": e.deleted_at or e.created_at,
+            "tags": tags.get(e.id, {}),
+        }
+        for e in found
+    ]
+    keep = conv.record_filter(body.filter, ("name", "experiment_id"))
+    ordered = conv.sort_records([r for r in records if keep(r)], body.order_by, _EXPERIMENT_FIELDS)
+    start = conv.from_page_token(body.page_token)
+    page = ordered[start : start + body.max_results]
+    answer: dict[str, Any] = {
+        "experiments": [conv.experiment_json(r["experiment"], r["tags"]) for r in page]
+    }
+    if start + len(page) < len(ordered):
+        answer["next_page_token"] = conv.page_token(start + len(page))
+    return ok(answer)
 
 
 # -- runs ------------------------------------------------------------------------------------
 
 
-class NewRun(_Body):
+class NewRun(Body):
     experiment_id: str = Field(conv.DEFAULT_ID, max_length=100)
-    run_name: str | None = Field(None, max_length=250)
+    run_name: str | None = Field(None, max_length=200)
     tags: list[KeyValue] = Field(default_factory=list, max_length=1000)
 
 
 @router.post("/runs/create", openapi_extra=EDITOR)
 def create_run(ws: WS, body: NewRun) -> Response:
-    experiment = _experiment(ws, body.experiment_id)
+    experiment = active_experiment(ws, body.experiment_id)
     tags = {t.key: t.value for t in body.tags}
-    name = body.run_name or tags.get("mlflow.runName") or None
-    run = create_remote_run(ws, experiment.id, name=name, tags=tags)
+    name = tags.pop(conv.RUN_NAME_TAG, None)  # kept as the run's name, not as a tag
+    run = create_remote_run(ws, experiment.id, name=body.run_name or name or None, tags=tags)
     return ok({"run": conv.run_json(run)})
 
 
 @router.get("/runs/get", openapi_extra=VIEWER)
 def get_run(ws: WS, run_id: _RunId | None = None, run_uuid: _RunId | None = None) -> Response:
-    return ok({"run": conv.run_json(project_run(ws, _run_id(run_id, run_uuid)))})
+    run = run_of(ws, _query_run_id(run_id, run_uuid))
+    return ok({"run": _runs_json(ws, [run])[0]})
 
 
-class RunUpdate(_Body):
-    run_id: str | None = Field(None, max_length=100)
-    run_uuid: str | None = Field(None, max_length=100)
+class RunUpdate(RunRef):
     status: str | None = Field(None, max_length=20)
     end_time: float | None = None
-    run_name: str | None = Field(None, max_length=250)
+    run_name: str | None = Field(None, max_length=200)
 
 
 @router.post("/runs/update", openapi_extra=EDITOR)
 def update_run(ws: WS, body: RunUpdate) -> Response:
-    """End a run (``status`` FINISHED, FAILED or KILLED); renaming is not supported."""
-    run = project_run(ws, _run_id(body.run_id, body.run_uuid))
+    """End a run (``status`` FINISHED, FAILED or KILLED) and/or rename it (``run_name``)."""
+    run = active_run(ws, body.id)
+    if body.run_name:
+        ws.metadata.runs.rename_run(run.id, body.run_name, by=ws.user)
     if body.status is not None:
         status = conv.mlflow_status(body.status)
         if status.is_terminal:
             ws.metadata.runs.end_run(run.id, status)
         else:
             ws.metadata.runs.heartbeat([run.id])
-    return ok({"run_info": conv.run_info(project_run(ws, run.id))})
+    return ok({"run_info": conv.run_info(run_of(ws, run.id))})
 
 
-class RunSearch(_Body):
+class RunSearch(Body):
     experiment_ids: list[str] = Field(default_factory=list, max_length=100)
     filter: str | None = Field(None, max_length=4000)
+    run_view_type: str | int | None = None
     max_results: int = Field(1000, ge=1, le=50_000)
     order_by: list[str] = Field(default_factory=list, max_length=20)
     page_token: str | None = Field(None, max_length=200)
@@ -188,8 +232,9 @@ class RunSearch(_Body):
 
 @router.post("/runs/search", openapi_extra=VIEWER)
 def search_runs(ws: WS, body: RunSearch) -> Response:
-    ids = [_experiment(ws, e).id for e in body.experiment_ids]
+    ids = [experiment_of(ws, e).id for e in body.experiment_ids]
     offset = conv.from_page_token(body.page_token)
+    view = conv.view_type(body.run_view_type)
     runs = (
         ws.metadata.runs.search(
             ids,
@@ -197,48 +242,54 @@ def search_runs(ws: WS, body: RunSearch) -> Response:
             conv.translate_order(body.order_by),
             body.max_results,
             offset,
+            view=view,
         )
         if ids
         else []
     )
-    answer: dict[str, Any] = {"runs": [conv.run_json(r) for r in runs]}
+    answer: dict[str, Any] = {"runs": _runs_json(ws, runs)}
     if len(runs) == body.max_results:
         answer["next_page_token"] = conv.page_token(offset + len(runs))
     return ok(answer)
 
 
-class LogMetric(MetricIn):
-    run_id: str | None = Field(None, max_length=100)
-    run_uuid: str | None = Field(None, max_length=100)
+class LogMetric(MetricIn, RunRef):
+    pass
 
 
 @router.post("/runs/log-metric", openapi_extra=EDITOR)
 def log_metric(ws: WS, body: LogMetric) -> Response:
-    run = project_run(ws, _run_id(body.run_id, body.run_uuid))
-    log_to_run(ws, run, metrics=[_point(body)])
+    log_to_run(ws, active_run(ws, body.id), metrics=[_point(body)])
     return ok({})
 
 
-class LogParam(KeyValue):
-    run_id: str | None = Field(None, max_length=100)
-    run_uuid: str | None = Field(None, max_length=100)
+class LogParam(KeyValue, RunRef):
+    pass
 
 
 @router.post("/runs/log-parameter", openapi_extra=EDITOR)
 def log_parameter(ws: WS, body: LogParam) -> Response:
-    run = project_run(ws, _run_id(body.run_id, body.run_uuid))
-    log_to_run(ws, run, params={body.key: body.value})
+    log_to_run(ws, active_run(ws, body.id), params={body.key: body.value})
     return ok({})
+
+
+def _log_tags(ws: Workspace, run: Run, tags: dict[str, str], **logged: Any) -> None:
+    """Tags (with ``logged`` params and metrics), where ``mlflow.runName`` renames the run
+    instead of being stored: once the rest is written, which is refused as a whole."""
+    name = tags.pop(conv.RUN_NAME_TAG, None)
+    if tags or any(logged.values()):
+        log_to_run(ws, run, tags=tags, **logged)
+    if name:
+        ws.metadata.runs.rename_run(run.id, name, by=ws.user)
 
 
 @router.post("/runs/set-tag", openapi_extra=EDITOR)
 def set_tag(ws: WS, body: LogParam) -> Response:
-    run = project_run(ws, _run_id(body.run_id, body.run_uuid))
-    log_to_run(ws, run, tags={body.key: body.value})
+    _log_tags(ws, active_run(ws, body.id), {body.key: body.value})
     return ok({})
 
 
-class LogBatch(_Body):
+class LogBatch(Body):
     run_id: str = Field(max_length=100)
     metrics: list[MetricIn] = Field(default_factory=list, max_length=1000)
     params: list[KeyValue] = Field(default_factory=list, max_length=100)
@@ -248,12 +299,11 @@ class LogBatch(_Body):
 @router.post("/runs/log-batch", openapi_extra=EDITOR)
 def log_batch(ws: WS, body: LogBatch) -> Response:
     """At most 1000 metrics, 100 params and 100 tags per call, as MLflow's own limits."""
-    run = project_run(ws, body.run_id)
-    log_to_run(
+    _log_tags(
         ws,
-        run,
+        active_run(ws, body.run_id),
+        {t.key: t.value for t in body.tags},
         params={p.key: p.value for p in body.params},
-        tags={t.key: t.value for t in body.tags},
         metrics=[_point(m) for m in body.metrics],
     )
     return ok({})
@@ -268,7 +318,7 @@ def get_metric_history(
     max_results: Annotated[int, Query(ge=1, le=100_000)] = 25_000,
     page_token: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    run = project_run(ws, _run_id(run_id, run_uuid))
+    run = run_of(ws, _query_run_id(run_id, run_uuid))
     history = ws.metadata.runs.metric_history(run.id, metric_key)
     start = conv.from_page_token(page_token)
     end = min(start + max_results, len(history))
@@ -287,9 +337,5 @@ def get_metric_history(
     return ok(answer)
 
 
-@router.post("/logged-models/search", openapi_extra=VIEWER)
-def search_logged_models(ws: WS) -> Response:
-    """MLflow 3 "logged models" have no counterpart here (meguri registers model packages
-    through its registry), so none is found; the client asks while listing a run's
-    artifacts."""
-    return ok({"models": []})
+router.include_router(lifecycle_router)
+router.include_router(registry_router)

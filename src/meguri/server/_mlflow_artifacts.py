@@ -10,7 +10,8 @@
 
 ``<path>`` is never a storage location: it names a run of the caller's project and a logical
 artifact name inside it, checked like every artifact name (no ``..``, no absolute path, plain
-characters); the bytes go to the content-addressed artifact store under their sha256.
+characters); the bytes go to the content-addressed artifact store under their sha256. A
+deleted run's artifacts stay readable; uploading to it is refused until it is restored.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from starlette.responses import Response
 from meguri.errors import NotFoundError
 from meguri.server._access import Access, access
 from meguri.server._deps import WS, ok
-from meguri.server._runs_shared import artifact_bytes, artifact_name, project_run, store_artifact
+from meguri.server._mlflow_common import active_run, run_of
+from meguri.server._runs_shared import artifact_bytes, artifact_name, store_artifact
 from meguri.server._upload import spool_body
 from meguri.store import Workspace
 from meguri.store.metadata import Run
@@ -32,15 +34,16 @@ from meguri.store.metadata import Run
 router = APIRouter(prefix="/api/2.0/mlflow-artifacts", tags=["mlflow"])
 
 
-def _locate(ws: Workspace, path: str) -> tuple[Run, str]:
-    """The run and the artifact name (possibly empty) that ``path`` names."""
+def _locate(ws: Workspace, path: str, *, writing: bool = False) -> tuple[Run, str]:
+    """The run and the artifact name (possibly empty) that ``path`` names (``writing``: an
+    active run; a deleted one is read only)."""
     parts = path.strip("/").split("/", 3)
     if len(parts) < 3 or parts[2] != "artifacts":
         raise NotFoundError(
             f"{path!r} is not an artifact path of this server: use the run's artifact_uri "
             "(<experiment_id>/<run_id>/artifacts/<name>)."
         )
-    run = project_run(ws, parts[1])
+    run = active_run(ws, parts[1]) if writing else run_of(ws, parts[1])
     if run.experiment_id != parts[0]:
         raise NotFoundError(f"Run {run.id} is not in experiment {parts[0]!r}.")
     return run, parts[3] if len(parts) == 4 else ""
@@ -48,7 +51,7 @@ def _locate(ws: Workspace, path: str) -> tuple[Run, str]:
 
 @router.put("/artifacts/{path:path}", openapi_extra=access(Access.EDITOR))
 async def upload(request: Request, ws: WS, path: str) -> Response:
-    run, name = await run_in_threadpool(_locate, ws, path)
+    run, name = await run_in_threadpool(lambda: _locate(ws, path, writing=True))
     artifact_name(name)
     spooled = await spool_body(request)
     await run_in_threadpool(store_artifact, ws, run, name, spooled)

@@ -35,10 +35,15 @@ def _no_run(run_id: str, ws: Workspace) -> NotFoundError:
 
 
 def experiment_by_id(ws: Workspace, experiment_id: str) -> Experiment:
-    for experiment in ws.metadata.runs.list_experiments(ws.project.id):
-        if experiment.id == experiment_id:
-            return experiment
-    raise NotFoundError(f"No experiment {experiment_id!r} in project {ws.project.name!r}.")
+    """The experiment ``experiment_id`` of the workspace's project, deleted ones included
+    (their runs stay readable by id); another project's is not found."""
+    try:
+        experiment = ws.metadata.runs.get_experiment(experiment_id)
+    except NotFoundError:
+        experiment = None
+    if experiment is None or experiment.project_id != ws.project.id:
+        raise NotFoundError(f"No experiment {experiment_id!r} in project {ws.project.name!r}.")
+    return experiment
 
 
 def project_run(ws: Workspace, run_id: str) -> Run:
@@ -50,9 +55,10 @@ def project_run(ws: Workspace, run_id: str) -> Run:
         run = ws.metadata.runs.get_run(run_id)
     except NotFoundError:
         raise _no_run(run_id, ws) from None
-    experiments = {e.id for e in ws.metadata.runs.list_experiments(ws.project.id)}
-    if run.experiment_id not in experiments:
-        raise _no_run(run_id, ws)
+    try:
+        experiment_by_id(ws, run.experiment_id)
+    except NotFoundError:
+        raise _no_run(run_id, ws) from None
     return run
 
 

@@ -7,20 +7,25 @@ import time
 
 import pytest
 
-from meguri.errors import ConflictError, NotFoundError, QuerySyntaxError
+from meguri.errors import ConflictError, NotFoundError, QuerySyntaxError, TrackingError
 from meguri.store.metadata import ArtifactRef, MetadataStore, RunStatus
+from meguri.store.metadata._search import RunView
 from meguri.store.metadata.repositories.runs import RunResources
 
 __all__ = [
     "test_artifact_refs",
     "test_create_and_get_run",
+    "test_deleted_runs_are_hidden_until_restored",
+    "test_deleting_an_experiment_hides_it_and_its_runs",
     "test_end_run_records_status_and_resources",
+    "test_experiment_rename_and_tags",
     "test_experiments_are_unique_per_project",
     "test_inputs_are_deduplicated",
     "test_latest_metric_is_highest_step",
     "test_metric_history_roundtrip",
     "test_nan_and_infinity_roundtrip",
     "test_params_are_immutable",
+    "test_rename_run_and_delete_tag",
     "test_resolve_run_id",
     "test_search_filter_and_order",
     "test_search_order_puts_missing_and_nan_last_across_pages",
@@ -226,3 +231,141 @@ def test_search_order_puts_missing_and_nan_last_across_pages(metadata_store: Met
         "d",
         "b",
     ]
+
+
+def _events(store: MetadataStore, after: int) -> list[tuple[str, str, str]]:
+    return [(e.action, e.actor, e.subject_id) for e in store.audit.events(after_seq=after)]
+
+
+def _head(store: MetadataStore) -> int:
+    return store.audit.head()[0]
+
+
+def test_rename_run_and_delete_tag(metadata_store: MetadataStore) -> None:
+    store = metadata_store
+    run = store.runs.create_run(_experiment(store), created_by="ana", name="first")
+    store.runs.log_batch(run.id, tags={"team": "risk", "stage": "dev"})
+    seq = _head(store)
+    store.runs.rename_run(run.id, "baseline", by="bob")
+    store.runs.rename_run(run.id, "baseline", by="bob")  # the same name: no change
+    assert store.runs.delete_tag(run.id, "stage", by="bob") is True
+    assert store.runs.delete_tag(run.id, "stage", by="bob") is False
+    got = store.runs.get_run(run.id)
+    assert (got.name, got.tags) == ("baseline", {"team": "risk"})
+    assert store.runs.resolve_run_id("baseline") == run.id
+    assert _events(store, seq) == [
+        ("run.renamed", "bob", run.id),
+        ("run.tag_deleted", "bob", run.id),
+    ]
+    [renamed] = store.audit.events(after_seq=seq, limit=1)
+    assert renamed.detail == {"from": "first", "to": "baseline"}
+    for bad in ("", "   ", "x" * 201):
+        with pytest.raises(TrackingError, match="name"):
+            store.runs.rename_run(run.id, bad, by="bob")
+    with pytest.raises(NotFoundError):
+        store.runs.rename_run("run-missing", "x", by="bob")
+    with pytest.raises(NotFoundError):
+        store.runs.delete_tag("run-missing", "team", by="bob")
+    assert store.audit.verify().ok
+
+
+def test_deleted_runs_are_hidden_until_restored(metadata_store: MetadataStore) -> None:
+    store = metadata_store
+    exp = _experiment(store)
+    now = time.time()
+    runs = [store.runs.create_run(exp, created_by="t", name=f"r{i}") for i in range(4)]
+    for i, run in enumerate(runs):
+        store.runs.log_batch(run.id, [("auc", i / 4, 0, now)], params={"i": str(i)})
+    seq = _head(store)
+    assert store.runs.delete_run(runs[1].id, by="ana") is True
+    assert store.runs.delete_run(runs[1].id, by="ana") is False  # already deleted
+    views: tuple[RunView, ...] = ("active", "deleted", "all")
+    names = {v: [r.name for r in store.runs.search([exp], None, ["name"], view=v)] for v in views}
+    assert names == {
+        "active": ["r0", "r2", "r3"],
+        "deleted": ["r1"],
+        "all": ["r0", "r1", "r2", "r3"],
+    }
+    # Every search path leaves it out: a filter, ordering by a metric, pages.
+    assert [r.name for r in store.runs.search([exp], "metrics.auc >= 0.25")] == ["r3", "r2"]
+    by_metric = store.runs.search([exp], None, ["metrics.auc desc"], 2, 0)
+    by_metric += store.runs.search([exp], None, ["metrics.auc desc"], 2, 2)
+    assert [r.name for r in by_metric] == ["r3", "r2", "r0"]
+    assert store.runs.count([exp]) == 3
+    assert (store.runs.count([exp], view="deleted"), store.runs.count([exp], view="all")) == (1, 4)
+    deleted = store.runs.get_run(runs[1].id)  # still readable by id, marked deleted
+    assert deleted.deleted and deleted.deleted_at is not None and deleted.params == {"i": "1"}
+    assert store.runs.restore_run(runs[1].id, by="bob") is True
+    assert store.runs.restore_run(runs[1].id, by="bob") is False
+    restored = store.runs.get_run(runs[1].id)
+    assert not restored.deleted and restored.metrics["auc"].value == 0.25
+    assert store.runs.count([exp]) == 4
+    assert _events(store, seq) == [
+        ("run.deleted", "ana", runs[1].id),
+        ("run.restored", "bob", runs[1].id),
+    ]
+    with pytest.raises(NotFoundError):
+        store.runs.delete_run("run-missing", by="ana")
+    with pytest.raises(QuerySyntaxError, match="view"):
+        store.runs.search([exp], view="gone")  # type: ignore[arg-type]
+
+
+def test_deleting_an_experiment_hides_it_and_its_runs(metadata_store: MetadataStore) -> None:
+    store = metadata_store
+    project = store.projects.ensure("contract", "tester")
+    exp = store.runs.ensure_experiment(project.id, "doomed", "ana")
+    keep = _experiment(store, "kept")
+    early, later = (store.runs.create_run(exp.id, created_by="t", name=n) for n in "ab")
+    store.runs.delete_run(early.id, by="ana")
+    seq = _head(store)
+    assert store.runs.delete_experiment(exp.id, by="ana") is True
+    assert store.runs.delete_experiment(exp.id, by="ana") is False
+    assert [e.name for e in store.runs.list_experiments(project.id)] == ["kept"]
+    assert [e.name for e in store.runs.list_experiments(project.id, view="deleted")] == ["doomed"]
+    assert len(store.runs.list_experiments(project.id, view="all")) == 2
+    assert store.runs.get_experiment(exp.id).deleted
+    found = store.runs.find_experiment(project.id, "doomed")  # the name stays taken
+    assert found is not None and found.deleted
+    with pytest.raises(ConflictError, match="deleted"):
+        store.runs.ensure_experiment(project.id, "doomed", "ana")
+    assert store.runs.count([exp.id]) == 0 and store.runs.count([exp.id], view="deleted") == 2
+    assert store.runs.count([keep]) == 0
+    assert store.runs.restore_experiment(exp.id, by="bob") is True
+    assert store.runs.ensure_experiment(project.id, "doomed", "ana").id == exp.id
+    # Only the run deleted with the experiment comes back; the one deleted before stays deleted.
+    assert [r.name for r in store.runs.search([exp.id])] == ["b"]
+    assert store.runs.get_run(early.id).deleted and not store.runs.get_run(later.id).deleted
+    events = store.audit.events(after_seq=seq)
+    assert [(e.action, e.actor, e.detail) for e in events] == [
+        ("experiment.deleted", "ana", {"name": "doomed", "runs": 1}),
+        ("experiment.restored", "bob", {"name": "doomed", "runs": 1}),
+    ]
+    with pytest.raises(NotFoundError):
+        store.runs.delete_experiment("exp-missing", by="ana")
+    with pytest.raises(QuerySyntaxError, match="view"):
+        store.runs.list_experiments(project.id, view="gone")  # type: ignore[arg-type]
+
+
+def test_experiment_rename_and_tags(metadata_store: MetadataStore) -> None:
+    store = metadata_store
+    first, second = _experiment(store, "first"), _experiment(store, "second")
+    seq = _head(store)
+    renamed = store.runs.rename_experiment(first, "renamed", by="ana")
+    assert (renamed.id, renamed.name) == (first, "renamed")
+    with pytest.raises(ConflictError, match="second"):
+        store.runs.rename_experiment(first, "second", by="ana")
+    with pytest.raises(TrackingError):
+        store.runs.rename_experiment(first, "", by="ana")
+    store.runs.set_experiment_tags(first, {"team": "risk", "goal": "auc"}, by="ana")
+    store.runs.set_experiment_tags(first, {"goal": "recall"}, by="bob")
+    assert store.runs.delete_experiment_tag(first, "team", by="bob") is True
+    assert store.runs.delete_experiment_tag(first, "team", by="bob") is False
+    assert store.runs.experiment_tags([first, second]) == {first: {"goal": "recall"}}
+    assert [(e.action, e.actor) for e in store.audit.events(after_seq=seq)] == [
+        ("experiment.renamed", "ana"),
+        ("experiment.tags_set", "ana"),
+        ("experiment.tags_set", "bob"),
+        ("experiment.tag_deleted", "bob"),
+    ]
+    with pytest.raises(NotFoundError):
+        store.runs.set_experiment_tags("exp-missing", {"a": "b"}, by="ana")

@@ -60,11 +60,19 @@ class DocumentVersion:
 
 @dataclass(frozen=True, slots=True)
 class Experiment:
+    """A named group of runs. ``deleted_at`` is set while it is deleted (hidden from listings,
+    its runs with it, until restored)."""
+
     id: str
     project_id: str
     name: str
     created_at: float
     created_by: str
+    deleted_at: float | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
 
 class MetricPoint(NamedTuple):
@@ -89,7 +97,8 @@ class ArtifactRef:
 class Run:
     """A run as stored when it was read: a snapshot (not frozen, for the speed of search).
 
-    The first fields follow the columns of the ``runs`` table, in order.
+    The first fields follow the columns of the ``runs`` table, in order. ``deleted_at`` is set
+    while the run is deleted: searches leave it out unless asked, its records stay.
     """
 
     id: str
@@ -109,10 +118,15 @@ class Run:
     wall_seconds: float | None
     cpu_seconds: float | None
     peak_memory_bytes: int | None
+    deleted_at: float | None = None
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, MetricPoint] = field(default_factory=dict)
     inputs: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
 
 @dataclass(frozen=True, slots=True)

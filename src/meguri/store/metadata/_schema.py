@@ -79,9 +79,23 @@ experiments = sa.Table(
     sa.Column("project_id", _ID, sa.ForeignKey("projects.id"), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     *_created(),
+    sa.Column("deleted_at", sa.Double, nullable=True),
     sa.UniqueConstraint("project_id", "name"),
 )
 
+experiment_tags = sa.Table(
+    "experiment_tags",
+    metadata,
+    sa.Column("experiment_id", _ID, sa.ForeignKey("experiments.id"), primary_key=True),
+    sa.Column("key", _KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# ``deleted_at``: NULL while the run is active; a deleted run is hidden from searches (not
+# erased) until restored. Runs deleted with their experiment share its ``deleted_at``. The
+# partial index over active runs serves what every face asks (an experiment's active runs,
+# newest first, and their count) from the index alone; the full one serves the other views.
+_ACTIVE = sa.text("deleted_at IS NULL")
 runs = sa.Table(
     "runs",
     metadata,
@@ -101,7 +115,15 @@ runs = sa.Table(
     sa.Column("wall_seconds", sa.Double, nullable=True),
     sa.Column("cpu_seconds", sa.Double, nullable=True),
     sa.Column("peak_memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("deleted_at", sa.Double, nullable=True),
     sa.Index(None, "experiment_id", "created_at"),
+    sa.Index(
+        "ix_runs_active_experiment_id_created_at",
+        "experiment_id",
+        "created_at",
+        sqlite_where=_ACTIVE,
+        postgresql_where=_ACTIVE,
+    ),
     sa.Index(None, "status", "heartbeat_at"),
 )
 

@@ -8,18 +8,26 @@ A filter is clauses joined by ``and`` (case-insensitive), as in MLflow::
 and the attributes ``status``, ``name``, ``created_by``, ``created_at``, ``ended_at``, ``run_id``,
 ``parent_run_id``. Operators: ``= != > >= < <=`` and ``like``/``ilike`` for strings. Order by
 ``metrics.K``, ``params.K``, ``tags.K`` or an attribute, then ``asc``/``desc``.
+
+Deleted runs are left out unless the search asks for another :data:`RunView` (``deleted`` or
+``all``): a lifecycle is not a filter clause, so that no face (the CLI, the Studio's table, the
+API) can show a deleted run by forgetting a clause.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
 from meguri.errors import QuerySyntaxError
 from meguri.store.metadata._schema import latest_metrics, run_params, run_tags, runs
+
+#: Which runs a search sees: the active ones (the default), the deleted ones, or both.
+RunView = Literal["active", "deleted", "all"]
+RUN_VIEWS: tuple[str, ...] = get_args(RunView)
 
 _ATTRIBUTES = {
     "status": runs.c.status,
@@ -189,10 +197,28 @@ def apply_order(query: sa.Select[Any], keys: list[OrderKey]) -> sa.Select[Any]:
     return query.order_by(runs.c.created_at.desc(), runs.c.id.desc())
 
 
+def lifecycle_condition(view: RunView) -> Any:
+    """The condition on ``runs`` that keeps the runs ``view`` sees (None: every run)."""
+    match view:
+        case "active":
+            return runs.c.deleted_at.is_(None)
+        case "deleted":
+            return runs.c.deleted_at.is_not(None)
+        case "all":
+            return None
+    raise QuerySyntaxError(f"Unknown run view {view!r}; use one of: {', '.join(RUN_VIEWS)}.")
+
+
 def _filtered(
-    experiment_ids: list[str], clauses: list[Clause], skip_metric: str | None = None
+    experiment_ids: list[str],
+    clauses: list[Clause],
+    view: RunView,
+    skip_metric: str | None = None,
 ) -> Any:
     query = sa.select(*runs.c).where(runs.c.experiment_id.in_(experiment_ids))
+    lifecycle = lifecycle_condition(view)
+    if lifecycle is not None:
+        query = query.where(lifecycle)
     for clause in clauses:
         if not (clause.kind == "metrics" and clause.key == skip_metric):
             query = query.where(clause_condition(clause))
@@ -200,7 +226,10 @@ def _filtered(
 
 
 def ordered_id_queries(
-    experiment_ids: list[str], clauses: list[Clause], keys: list[OrderKey]
+    experiment_ids: list[str],
+    clauses: list[Clause],
+    keys: list[OrderKey],
+    view: RunView = "active",
 ) -> list[sa.Select[Any]]:
     """Queries whose results, concatenated, are the matching runs' rows in order.
 
@@ -211,10 +240,10 @@ def ordered_id_queries(
     """
     first = keys[0] if keys else None
     if first is None or first.kind != "metrics":
-        return [apply_order(_filtered(experiment_ids, clauses), keys)]
+        return [apply_order(_filtered(experiment_ids, clauses, view), keys)]
     value = latest_metrics.alias("order_by_metric")
     on_key = [c for c in clauses if c.kind == "metrics" and c.key == first.key]
-    with_value = _filtered(experiment_ids, clauses, skip_metric=first.key).join(
+    with_value = _filtered(experiment_ids, clauses, view, skip_metric=first.key).join(
         value, sa.and_(value.c.run_id == runs.c.id, value.c.key == first.key)
     )
     with_value = with_value.where(
@@ -228,5 +257,6 @@ def ordered_id_queries(
             latest_metrics.c.key == first.key,
             latest_metrics.c.value.is_not(None),
         )
-        queries.append(apply_order(_filtered(experiment_ids, clauses).where(~has_value), keys[1:]))
+        rest = _filtered(experiment_ids, clauses, view).where(~has_value)
+        queries.append(apply_order(rest, keys[1:]))
     return queries

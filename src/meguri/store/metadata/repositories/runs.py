@@ -7,6 +7,14 @@ by a metric is one indexed join, however long the histories are.
 The audit log records a run's creation and end, each batch that sets params or tags (one event
 per call), its inputs and artifacts, attributed to the run's owner; metric points and
 heartbeats are not audited, so the hot path of tracking writes no event and takes no lock.
+Renaming, deleting, restoring and untagging a run or an experiment are attributed to whoever
+did it (``by``).
+
+Deleting hides instead of erasing (``deleted_at``, see ``_schema``): a deleted run keeps its
+records and its audit trail, searches and counts leave it out unless asked for another
+:data:`~meguri.store.metadata._search.RunView`, and restoring brings it back as it was.
+Deleting an experiment deletes its active runs at the same instant; restoring it restores
+exactly those.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
 from meguri.store.metadata._entities import (
     ArtifactRef,
-    Experiment,
     NewAuditEvent,
     Run,
     RunStatus,
@@ -40,7 +47,14 @@ from meguri.store.metadata._schema import (
     run_tags,
     runs,
 )
-from meguri.store.metadata._search import ordered_id_queries, parse_filter, parse_order
+from meguri.store.metadata._search import (
+    RunView,
+    lifecycle_condition,
+    ordered_id_queries,
+    parse_filter,
+    parse_order,
+)
+from meguri.store.metadata.repositories._experiments import ExperimentStore, check_name
 from meguri.store.metadata.repositories.audit import SYSTEM, record
 
 #: One metric point as buffered by the tracking SDK: (key, value, step, timestamp).
@@ -75,9 +89,11 @@ def _null_to_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-class RunRepository:
+class RunRepository(ExperimentStore):
+    """Experiments (see :class:`ExperimentStore`) and their runs."""
+
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
         self._loader = RunLoader(db.is_sqlite)
         mark = "?" if db.is_sqlite else "%s"
         self._insert_metrics_sql = (
@@ -88,51 +104,6 @@ class RunRepository:
             f"SELECT step, value, timestamp FROM metrics WHERE run_id = {mark} AND key = {mark} "
             "ORDER BY step, timestamp"
         )
-
-    # -- experiments -------------------------------------------------------------------------
-
-    def ensure_experiment(self, project_id: str, name: str, created_by: str) -> Experiment:
-        found = self.find_experiment(project_id, name)
-        if found is not None:
-            return found
-        row = {
-            "id": new_id("exp"),
-            "project_id": project_id,
-            "name": name,
-            "created_at": time.time(),
-            "created_by": created_by,
-        }
-        try:
-            with self._db.write() as conn:
-                conn.execute(experiments.insert(), row)
-                event = NewAuditEvent(
-                    created_by,
-                    "experiment.created",
-                    "experiment",
-                    str(row["id"]),
-                    project_id,
-                    {"name": name},
-                )
-                record(conn, [event])
-        except sa.exc.IntegrityError:
-            pass  # created concurrently
-        found = self.find_experiment(project_id, name)
-        assert found is not None
-        return found
-
-    def find_experiment(self, project_id: str, name: str) -> Experiment | None:
-        query = sa.select(experiments).where(
-            experiments.c.project_id == project_id, experiments.c.name == name
-        )
-        with self._db.read() as conn:
-            row = conn.execute(query).one_or_none()
-        return None if row is None else Experiment(**row._mapping)
-
-    def list_experiments(self, project_id: str) -> list[Experiment]:
-        query = sa.select(experiments).where(experiments.c.project_id == project_id)
-        with self._db.read() as conn:
-            rows = conn.execute(query.order_by(experiments.c.name)).all()
-        return [Experiment(**r._mapping) for r in rows]
 
     # -- run lifecycle -----------------------------------------------------------------------
 
@@ -194,6 +165,49 @@ class RunRepository:
             owner = _owner(conn, run_id)
             if owner is not None:
                 record(conn, [owner.event("run.ended", {"status": status.value, "reason": reason})])
+
+    def rename_run(self, run_id: str, name: str, *, by: str) -> None:
+        """Give the run another display name (its id stays)."""
+        check_name("run", name)
+        with self._db.write() as conn:
+            owner = _known_owner(conn, run_id)
+            old = conn.execute(sa.select(runs.c.name).where(runs.c.id == run_id)).scalar_one()
+            if old == name:
+                return
+            conn.execute(runs.update().where(runs.c.id == run_id).values(name=name))
+            record(conn, [owner.event("run.renamed", {"from": old, "to": name}, actor=by)])
+
+    def delete_run(self, run_id: str, *, by: str) -> bool:
+        """Hide the run from searches and counts, keeping its records; True when it was
+        active (deleting a deleted run changes nothing)."""
+        return self._set_deleted(run_id, time.time(), by)
+
+    def restore_run(self, run_id: str, *, by: str) -> bool:
+        """Bring a deleted run back, as it was; True when it was deleted."""
+        return self._set_deleted(run_id, None, by)
+
+    def _set_deleted(self, run_id: str, stamp: float | None, by: str) -> bool:
+        r = runs.c
+        state = r.deleted_at.is_(None) if stamp is not None else r.deleted_at.is_not(None)
+        with self._db.write() as conn:
+            owner = _known_owner(conn, run_id)
+            changed = conn.execute(
+                runs.update().where(r.id == run_id, state).values(deleted_at=stamp)
+            ).rowcount
+            if changed:
+                action = "run.deleted" if stamp is not None else "run.restored"
+                record(conn, [owner.event(action, {}, actor=by)])
+        return bool(changed)
+
+    def delete_tag(self, run_id: str, key: str, *, by: str) -> bool:
+        """Remove tag ``key`` of the run; True when it was set."""
+        t = run_tags.c
+        with self._db.write() as conn:
+            owner = _known_owner(conn, run_id)
+            gone = conn.execute(run_tags.delete().where(t.run_id == run_id, t.key == key))
+            if gone.rowcount:
+                record(conn, [owner.event("run.tag_deleted", {"key": key}, actor=by)])
+        return bool(gone.rowcount)
 
     def heartbeat(self, run_ids: Sequence[str], peak_memory_bytes: int | None = None) -> None:
         if not run_ids:
@@ -278,26 +292,6 @@ class RunRepository:
             if best is None or point[2:] >= best[2:]:
                 latest[point[0]] = point
         self._upsert_latest(conn, _metric_rows(run_id, list(latest.values())))
-
-    def _insert_for(self, table: sa.Table) -> Any:
-        """An INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share it)."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        return sqlite.insert(table) if self._db.is_sqlite else postgresql.insert(table)
-
-    def _upsert(
-        self,
-        conn: sa.Connection,
-        table: sa.Table,
-        rows: list[dict[str, Any]],
-        update: tuple[str, ...],
-    ) -> None:
-        stmt = self._insert_for(table)
-        keys = [c.name for c in table.primary_key.columns]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={c: stmt.excluded[c] for c in update}
-        )
-        conn.execute(stmt, rows)
 
     def _upsert_latest(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         stmt = self._insert_for(latest_metrics)
@@ -418,17 +412,23 @@ class RunRepository:
         order_by: list[str] | None = None,
         max_results: int = 1000,
         offset: int = 0,
+        *,
+        view: RunView = "active",
     ) -> list[Run]:
-        """Runs of the experiments matching ``filter`` (see ``_search``), ordered, one page."""
+        """Runs of the experiments matching ``filter`` (see ``_search``), ordered, one page;
+        ``view``: the active runs (default), the ``deleted`` ones or ``all``."""
         queries = ordered_id_queries(
-            list(experiment_ids), parse_filter(filter), parse_order(order_by)
+            list(experiment_ids), parse_filter(filter), parse_order(order_by), view
         )
         with self._db.read() as conn:
             return self._loader.complete(conn, _page(conn, queries, max_results, offset))
 
-    def count(self, experiment_ids: Sequence[str]) -> int:
+    def count(self, experiment_ids: Sequence[str], *, view: RunView = "active") -> int:
         query = sa.select(sa.func.count()).select_from(runs)
         query = query.where(runs.c.experiment_id.in_(list(experiment_ids)))
+        lifecycle = lifecycle_condition(view)
+        if lifecycle is not None:
+            query = query.where(lifecycle)
         with self._db.read() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -469,6 +469,13 @@ def _owner(conn: sa.Connection, run_id: str) -> _Owner | None:
     """The run's owner and project; None for an unknown run (nothing was changed then)."""
     found = _owners(conn, runs.c.id == run_id)
     return found[0] if found else None
+
+
+def _known_owner(conn: sa.Connection, run_id: str) -> _Owner:
+    found = _owner(conn, run_id)
+    if found is None:
+        raise NotFoundError(f"No run {run_id!r}. List runs with `meguri runs list`.")
+    return found
 
 
 def _metric_rows(run_id: str, points: Sequence[PointTuple]) -> list[dict[str, Any]]:
