@@ -155,9 +155,8 @@ def _append_many(url: str, project_id: str, worker: int, batches: int, start: An
         store.close()
 
 
-def test_journal_numbers_logs_without_gaps_under_concurrent_appenders(
-    metadata_store: MetadataStore, metadata_url: str
-) -> None:
+def test_journal_numbers_logs_without_gaps_under_concurrent_appenders(metadata_url: str) -> None:
+    metadata_store = open_metadata_store(metadata_url)  # the database the appenders open too
     project = metadata_store.projects.ensure("p", "tester")
     workers, batches = 4, 30
     context = multiprocessing.get_context("spawn")
@@ -179,6 +178,7 @@ def test_journal_numbers_logs_without_gaps_under_concurrent_appenders(
     for w in range(workers):  # each batch stays whole and in order
         mine = [(log["batch"], log["item"]) for log in logs if log["worker"] == w]
         assert mine == [(i, j) for i in range(batches) for j in range(1 + i % 3)]
+    metadata_store.close()
 
 
 def test_an_optuna_study_on_our_store_finds_the_optimum(metadata_store: MetadataStore) -> None:

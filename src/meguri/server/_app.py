@@ -35,6 +35,7 @@ from meguri.server import (
     _r_monitor,
     _r_projects,
     _r_runs,
+    _r_store,
 )
 from meguri.server._access import Access, access, verify_routed
 from meguri.server._deps import ok
@@ -60,6 +61,7 @@ _ROUTERS = (
     _r_monitor.router,
     _r_checks.router,
     _r_artifacts.router,
+    _r_store.router,
     _mlflow.router,
     _mlflow_artifacts.router,
 )
@@ -74,6 +76,7 @@ def _open(settings: ServerSettings) -> Workspace:
         artifacts_url=settings.artifacts_url,
         project=settings.project,
         user=SERVER_USER,
+        remote=False,  # the server is where MEGURI_SERVER points: its stores are its own
     )
 
 

@@ -9,7 +9,15 @@ metadata store     ``MEGURI_STORE_URL``    ``sqlite:///<root>/.meguri/meguri.db`
 artifact store     ``MEGURI_ARTIFACTS_URL`` ``<root>/.meguri/artifacts``
 project name       ``MEGURI_PROJECT``      ``project:`` in ``meguri.yaml``, else the folder name
 user               ``MEGURI_USER``         the login name
+platform server    ``MEGURI_SERVER``       none (the stores above)
+API token          ``MEGURI_TOKEN``        none
 =================  ======================  ==========================================
+
+With a platform server (``server=`` or ``MEGURI_SERVER``, and a token), both stores are the
+server's, over HTTP: every read and change goes through its access rules and is recorded as the
+token's user (the ``user`` setting is then ignored). An explicit ``store_url`` wins over
+``MEGURI_SERVER``, and the platform server itself never opens a remote workspace
+(``remote=False``).
 
 Encryption at rest of the artifacts is off unless a key is configured: the argument
 ``encryption_key_file``, else ``MEGURI_ENCRYPTION_KEY_FILE`` or ``MEGURI_ENCRYPTION_KEY`` (see
@@ -26,6 +34,7 @@ import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from meguri.store.artifacts import ArtifactStore, load_key_ring, open_artifact_store
 from meguri.store.metadata import MetadataStore, Project, open_metadata_store
@@ -44,6 +53,9 @@ class Workspace:
 
     def close(self) -> None:
         self.metadata.close()
+        closing = getattr(self.artifacts, "close", None)  # an HTTP store's connections
+        if closing is not None:
+            closing()
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -86,12 +98,21 @@ def open_workspace(
     project: str | None = None,
     user: str | None = None,
     encryption_key_file: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+    remote: bool = True,
 ) -> Workspace:
     """Open (creating if needed) the stores of the project at ``root``.
 
     ``encryption_key_file`` (else ``MEGURI_ENCRYPTION_KEY_FILE`` or ``MEGURI_ENCRYPTION_KEY``)
-    turns on encryption at rest of the artifacts."""
+    turns on encryption at rest of the artifacts. ``server`` and ``token`` (else
+    ``MEGURI_SERVER`` and ``MEGURI_TOKEN``, unless ``store_url`` is given or ``remote`` is
+    false) open the stores of that platform server instead (see the module docstring)."""
     base = Path(root).resolve() if root is not None else find_root()
+    if remote and store_url is None:
+        server = server or os.environ.get("MEGURI_SERVER") or None
+        if server is not None:
+            return _open_remote(base, server, token, project, artifacts_url, encryption_key_file)
     state = base / STATE_DIR
     store_url = (
         store_url or os.environ.get("MEGURI_STORE_URL") or f"sqlite:///{state / 'meguri.db'}"
@@ -109,6 +130,43 @@ def open_workspace(
         project=metadata.projects.ensure(name, who),
         user=who,
     )
+
+
+def _open_remote(
+    base: Path,
+    server: str,
+    token: str | None,
+    project: str | None,
+    artifacts_url: str | None,
+    encryption_key_file: str | None,
+) -> Workspace:
+    from meguri.errors import ConfigError
+    from meguri.store.artifacts import HttpArtifactStore
+    from meguri.store.remote import RemoteMetadataStore
+
+    token = token or os.environ.get("MEGURI_TOKEN") or None
+    if token is None:
+        raise ConfigError(
+            f"MEGURI_SERVER is set ({server}) but MEGURI_TOKEN is not: create an API token "
+            "(`meguri users token create` on the server, or the Studio's account page) and "
+            "export MEGURI_TOKEN, or unset MEGURI_SERVER to use local stores"
+        )
+    local = artifacts_url or os.environ.get("MEGURI_ARTIFACTS_URL")
+    if local or encryption_key_file:
+        raise ConfigError(
+            "With MEGURI_SERVER the artifacts are the server's (it encrypts them if it is set "
+            "to): drop artifacts_url/MEGURI_ARTIFACTS_URL and the encryption key setting here"
+        )
+    name = project or os.environ.get("MEGURI_PROJECT") or _project_from_spec(base) or base.name
+    metadata = RemoteMetadataStore(server, token)
+    try:
+        who = metadata.caller()
+        found = metadata.projects.ensure(name, who)
+    except BaseException:
+        metadata.close()
+        raise
+    artifacts = HttpArtifactStore(server, token, project=found.name)
+    return Workspace(root=base, metadata=metadata, artifacts=artifacts, project=found, user=who)
 
 
 def open_artifacts(
@@ -131,7 +189,7 @@ def open_artifacts(
 _default: Workspace | None = None
 
 
-def init(root: str | Path | None = None, **settings: str | None) -> Workspace:
+def init(root: str | Path | None = None, **settings: Any) -> Workspace:
     """Open the workspace at ``root`` and make it the SDK's default (see :func:`open_workspace`)."""
     global _default
     if _default is not None:

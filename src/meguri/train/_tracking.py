@@ -24,7 +24,7 @@ from typing import Any
 
 from meguri.errors import TrackingError
 from meguri.store import Workspace, default_workspace
-from meguri.store.metadata import ArtifactRef, Run, RunStatus
+from meguri.store.metadata import ArtifactRef, MetadataStore, Run, RunStatus
 from meguri.store.metadata.repositories.runs import MetricHistory, PointTuple
 from meguri.train._artifacts import figure_bytes, safe_artifact_name
 from meguri.train._lifecycle import TERMINATED, lifecycle
@@ -338,14 +338,23 @@ _last_reap: dict[int, float] = {}
 _REAP_EVERY = 5.0
 
 
-def _reap(ws: Workspace) -> None:
-    """:func:`fail_stale_runs` before a read, at most every few seconds per workspace (a
-    heartbeat timeout is a minute: re-checking on every search would only add latency)."""
+def reap_stale_runs(metadata: MetadataStore) -> None:
+    """Mark runs whose heartbeat stopped as failed before a read, at most every few seconds
+    per store (a heartbeat timeout is a minute: re-checking on every search would only add
+    latency). A platform server's store is swept by the server, before the reads it serves."""
+    from meguri.store.remote import RemoteMetadataStore
+
+    if isinstance(metadata, RemoteMetadataStore):
+        return
     now = time.monotonic()
-    key = id(ws.metadata)
+    key = id(metadata)
     if now - _last_reap.get(key, -_REAP_EVERY) >= _REAP_EVERY:
         _last_reap[key] = now
-        fail_stale_runs(ws)
+        metadata.runs.fail_stale_runs(_env_float("MEGURI_HEARTBEAT_TIMEOUT", 60.0))
+
+
+def _reap(ws: Workspace) -> None:
+    reap_stale_runs(ws.metadata)
 
 
 def _experiment_ids(ws: Workspace, experiment: str | Iterable[str] | None) -> list[str]:

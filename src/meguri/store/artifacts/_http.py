@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,6 +128,8 @@ class HttpArtifactStore(ArtifactStore):
             transport=transport,
             follow_redirects=False,
         )
+        # a store dropped unclosed (a CLI command's workspace) still closes its connections
+        weakref.finalize(self, self._http.close)
         self._info: dict[str, Any] | None = None
 
     def __repr__(self) -> str:  # never the token
