@@ -8,12 +8,15 @@ The whole artifact contract also runs encrypted (``[encrypted-…]`` in
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import struct
+import tempfile
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -379,6 +382,22 @@ def _files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
+@contextlib.contextmanager
+def _no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Python's temporary folder made a regular file, so that creating anything in it fails
+    (even as root, whom permissions would not stop), and ``TMPDIR`` (native code, child
+    processes) an empty folder that must hold no file of ours after. Yields the latter."""
+    blocker = tmp_path / "no-temp"
+    blocker.write_bytes(b"")
+    native = tmp_path / "native-tmp"
+    native.mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(blocker))
+        patch.setenv("TMPDIR", str(native))
+        yield native
+    assert {p.name for p in native.iterdir()} <= {".ses"}  # ONNX Runtime's session id only
+
+
 def test_no_plaintext_of_data_or_model_is_left_in_the_workspace(
     tmp_path: Path, encrypted_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -393,8 +412,9 @@ def test_no_plaintext_of_data_or_model_is_left_in_the_workspace(
     ws = open_workspace(tmp_path / "proj", project="enc", user="ann")
     assert isinstance(ws.artifacts, EncryptedArtifactStore)
     try:
-        result = train(parse_spec(quick_spec_text("enc", folds=2)), workspace=ws)
-        version = registry.register_model(result, "bc", workspace=ws)
+        with _no_temporary_files(tmp_path, monkeypatch):  # ingest, prepare, package: in memory
+            result = train(parse_spec(quick_spec_text("enc", folds=2)), workspace=ws)
+            version = registry.register_model(result, "bc", workspace=ws)
         registry.promote("bc@1", workspace=ws)
         model = registry.load_model("bc@production", workspace=ws)
         cache = registry.download_package("bc@1", workspace=ws)
@@ -462,3 +482,57 @@ def test_no_plaintext_of_data_or_model_is_left_in_the_workspace(
     _flip(onnx, onnx.stat().st_size // 2)
     with pytest.raises(ArtifactCorruptedError, match="does not authenticate"):
         store.get_bytes(digests["pipeline.onnx"])
+
+
+# -- temporary copies (ingest, packaging, load tests) ----------------------------------------
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["frame", "lazy"])
+def test_dataset_files_on_their_way_to_the_store_stay_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lazy: bool
+) -> None:
+    from meguri.data._catalog_hash import content_hash, file_content_hash, parquet_file
+
+    frame = pl.DataFrame({"id": range(5000), "text": [f"secret-{i}" for i in range(5000)]})
+    store = _store(tmp_path / "store", _ring("k1"))
+    with _no_temporary_files(tmp_path, monkeypatch):
+        with parquet_file(frame.lazy() if lazy else frame) as path:
+            assert str(path).startswith("/proc/self/fd/")  # an anonymous in-memory file
+            assert os.readlink(path).startswith("/memfd:")
+            assert file_content_hash(path) == (content_hash(frame), 5000)
+            stored = store.put_file(path)
+        assert not path.exists()  # closed: the memory is freed
+    assert pl.read_parquet(store.get_bytes(stored.digest)).equals(frame)
+    with parquet_file(frame, private=False) as on_disk:  # asked for a file: a private folder
+        assert (on_disk.parent.stat().st_mode & 0o777) == 0o700
+        assert pl.read_parquet(on_disk).equals(frame)
+    assert not on_disk.parent.exists()
+    with parquet_file(frame, tmp_path) as scratch:  # a plain local store's scratch folder
+        assert scratch.parent.parent == tmp_path
+
+
+def test_load_test_bodies_never_touch_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meguri.deploy._checks_load import _private_files, load_test
+    from meguri.serve import ServeSettings, create_app
+    from meguri.serve._server import app_in_background
+    from test_serve_support import breast_cancer, onnx_model
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    body = f'{{"instances": {breast_cancer()[0][:2].tolist()}}}'.encode()
+    app = create_app(onnx_model(), settings=ServeSettings())
+    with app_in_background(app) as url, _no_temporary_files(tmp_path, monkeypatch):
+        figures = load_test(
+            f"{url}/invocations", body, headers={"content-type": "application/json"},
+            duration_s=0.5, concurrency=2, generator="wrk",
+        )  # fmt: skip
+    assert figures.generator == "wrk" and figures.requests > 10 and figures.errors == 0
+    # Without memfd_create, the files sit in a folder of mode 700, removed on exit.
+    monkeypatch.delattr(os, "memfd_create")
+    with _private_files() as make:
+        path, fd = make("body", body)
+        assert fd == -1 and Path(path).read_bytes() == body
+        assert (Path(path).parent.stat().st_mode & 0o777) == 0o700
+    assert not Path(path).exists() and not Path(path).parent.exists()

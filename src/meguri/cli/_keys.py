@@ -28,6 +28,7 @@ from rich.table import Table
 from meguri.errors import ConfigError
 
 if TYPE_CHECKING:
+    from meguri.serve._sealed_parts import PartsRotation
     from meguri.store.artifacts import EncryptedArtifactStore, KeyRing, RotationReport
 
 keys_app = typer.Typer(
@@ -101,8 +102,9 @@ def rotate(
     store = _store(key_file)
     report = _reencrypt(store)
     _print_report(console, store, report)
+    captures = _reseal_captures(console, store.keys)
     _warn_plain_cache(console)
-    if not report.done:
+    if not report.done or captures.failed:
         raise typer.Exit(1)
     if remove_old:
         current = store.keys.current
@@ -133,16 +135,45 @@ def status(key_file: KeyFile) -> None:
     _warn_plain_cache(console)
 
 
-def _warn_plain_cache(console: Console) -> None:
-    """Name the package cache left in clear from before encryption was on (not deleted
-    here: it is the user's folder; with encryption on, packages are cached in memory)."""
+def _reseal_captures(console: Console, keys: KeyRing) -> PartsRotation:
+    """Seal the workspace's prediction captures, system samples and feedback (every
+    environment under ``.meguri/capture``) with the current key, as the artifacts were: an old
+    key may only be dropped once nothing needs it. Captures kept elsewhere (``--capture-url``)
+    need :func:`meguri.serve._sealed_parts.reseal_parts` on their own folder."""
+    from meguri.serve._sealed_parts import reseal_parts
     from meguri.store._workspace import STATE_DIR, find_root
 
-    cache = find_root() / STATE_DIR / "cache" / "models"
+    folder = find_root() / STATE_DIR / "capture"
+    done = reseal_parts(str(folder), keys)
+    console.print(
+        f"{folder}: {done.resealed} capture files re-encrypted with {done.key_id}, "
+        f"{done.encrypted} encrypted (were in clear), {done.current} already under it, "
+        f"{len(done.failed)} failed."
+    )
+    for path, reason in done.failed.items():
+        console.print(f"[red]failed[/] {path}: {reason}", soft_wrap=True)
+    return done
+
+
+def _warn_plain_cache(console: Console) -> None:
+    """Name what was left in clear from before encryption was on (not deleted here: it is the
+    user's folder): the package cache (packages are now cached in memory) and retraining
+    tables (now kept in memory until the pipeline has stored them)."""
+    from meguri.store._workspace import STATE_DIR, find_root
+
+    state = find_root() / STATE_DIR
+    cache = state / "cache" / "models"
     if cache.is_dir() and any(path.is_file() for path in cache.rglob("*")):
         console.print(
             f"[yellow]warning:[/] {cache} holds model packages in clear, cached before "
             f"encryption was on; delete it (rm -r {cache}): packages are now cached in memory."
+        )
+    retrain = state / "retrain"
+    if any(retrain.glob("*/data.parquet")):
+        console.print(
+            f"[yellow]warning:[/] {retrain} holds retraining tables in clear, written before "
+            f"encryption was on; delete it (rm -r {retrain}): their data is in the dataset "
+            "versions the pipeline stored, which are encrypted."
         )
 
 

@@ -17,11 +17,25 @@ values hash by their bits, so ``0.1 + 0.2`` and ``0.3`` differ, as they should.
 file (``sink_parquet``) and :func:`file_content_hash` hashes that file back in batches of
 :data:`HASH_BATCH_ROWS` rows. A row's hash does not depend on the batch it is in, so the
 digest is the one :func:`content_hash` gives for the same rows in memory.
+
+**No plaintext on disk.** The file :func:`parquet_file` writes is plaintext on its way into the
+artifact store. Given a ``folder`` (a local, unencrypted store's scratch folder, so that the
+store renames the file into place) it goes there: the store keeps it in clear anyway. Without
+one (a store that encrypts at rest, or a remote one) it is an anonymous in-memory file (Linux
+``memfd_create``, reached by the path ``/proc/self/fd/N`` that Polars and the store read and
+write like any other): it has no name in any filesystem, never reaches a disk (short of swap,
+the operating system's setting) and is gone once closed, also when the process dies. It costs
+memory the size of the compressed file, less than the table it comes from: tables here are
+read whole at ingest (within the memory budget of ``_source_checks``), so a lazy frame saved
+from them fits too. ``private=False`` asks for a file on disk instead. That, and a system
+without ``memfd_create``, are the cases left with a temporary file on disk: it sits in a
+folder of mode 700 (``tempfile.TemporaryDirectory``), removed in ``finally``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -83,17 +97,47 @@ def _digest(schema: dict[str, str], rows: int, batches: Iterable[pl.DataFrame]) 
 
 
 @contextmanager
-def parquet_file(frame: pl.DataFrame | pl.LazyFrame, folder: Path | None = None) -> Iterator[Path]:
+def parquet_file(
+    frame: pl.DataFrame | pl.LazyFrame, folder: Path | None = None, *, private: bool = True
+) -> Iterator[Path]:
     """``frame`` written to a temporary Parquet file (zstd level 1, with statistics), removed
-    after (with its folder, also when writing fails half-way). Level 1 writes twice as fast as
-    the default level 3 for files about 13% larger. A lazy frame is streamed to the file
-    (``sink_parquet``, rows in order), never collected whole."""
+    after (also when writing fails half-way). Level 1 writes twice as fast as the default
+    level 3 for files about 13% larger. A lazy frame is streamed to the file
+    (``sink_parquet``, rows in order), never collected whole.
+
+    Where the file is (see the module docstring): in ``folder`` when given; else in memory
+    when ``private`` (the default); else in a temporary folder of mode 700."""
+    if (
+        folder is None
+        and private
+        and hasattr(os, "memfd_create")
+        and Path("/proc/self/fd").is_dir()
+    ):
+        with _memory_file() as path:
+            _write(frame, path)
+            yield path
+        return
     with tempfile.TemporaryDirectory(prefix="meguri-dsv-", dir=folder) as scratch:
         path = Path(scratch) / "data.parquet"
-        if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(
-                path, compression="zstd", compression_level=1, statistics=True, maintain_order=True
-            )
-        else:
-            frame.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+        _write(frame, path)
         yield path
+
+
+def _write(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
+    if isinstance(frame, pl.LazyFrame):
+        frame.sink_parquet(
+            path, compression="zstd", compression_level=1, statistics=True, maintain_order=True
+        )
+    else:
+        frame.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+
+
+@contextmanager
+def _memory_file() -> Iterator[Path]:
+    """An anonymous in-memory file, by its path ``/proc/self/fd/N`` (closed, hence freed,
+    on exit). Opening that path opens the same file, as readers and writers here do."""
+    fd = os.memfd_create("meguri-dataset", os.MFD_CLOEXEC)
+    try:
+        yield Path(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)

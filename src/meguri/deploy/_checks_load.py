@@ -6,17 +6,28 @@ It runs in another process than the caller (which may be serving the endpoint fr
 over raw sockets (HTTP/1.1 keep-alive) started as a child Python process. The figures are the
 successful requests per second, the latency percentiles of every answered request and the
 errors (non-2xx answers, connection failures, timeouts).
+
+The request body is made of held-out rows, data that must not reach the disk in clear when
+encryption at rest is on (it is never on the disk in any case now). The asyncio child reads it
+from its stdin. ``wrk`` reads its Lua script and the body from files: they are anonymous
+in-memory files (Linux ``memfd_create``) that the child inherits and opens as
+``/proc/self/fd/N``; they have no name in any filesystem and vanish with the processes. Only
+where ``memfd_create`` is missing do they become real files, in a temporary folder of mode 700
+removed in ``finally`` (``tempfile.TemporaryDirectory``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,21 +108,57 @@ def _wrk(
     wrk: str, url: str, body: bytes, headers: dict[str, str], duration_s: float, concurrency: int
 ) -> LoadFigures:
     seconds = max(1, round(duration_s))
-    with tempfile.TemporaryDirectory(prefix="meguri-load-") as folder:
-        (Path(folder) / "body").write_bytes(body)
-        script = Path(folder) / "load.lua"
-        script.write_text(_WRK_DONE % json.dumps(str(Path(folder) / "body")))
+    with _private_files() as files:
+        body_path, body_fd = files("body", body)
+        script = (_WRK_DONE % json.dumps(body_path)).encode()
+        script_path, script_fd = files("load.lua", script)
         command = [wrk, "-t", str(min(2, concurrency)), "-c", str(concurrency),
-                   "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script)]  # fmt: skip
+                   "-d", f"{seconds}s", "--timeout", "10s", "-s", script_path]  # fmt: skip
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
         done = subprocess.run(
-            [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=False
-        )
+            [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=False,
+            pass_fds=[fd for fd in (body_fd, script_fd) if fd >= 0],
+        )  # fmt: skip
     line = next((x for x in done.stdout.splitlines() if x.startswith("MEGURI-LOAD ")), None)
     if done.returncode != 0 or line is None:
         raise ConfigError(f"load test: wrk failed ({done.returncode}): {done.stderr.strip()}")
     return _from_wrk(line.split()[1:], concurrency)
+
+
+_MakeFile = Callable[[str, bytes], tuple[str, int]]
+
+
+@contextmanager
+def _private_files() -> Iterator[_MakeFile]:
+    """A maker of files for a child process: ``make(name, data)`` gives the path the child
+    opens and the descriptor to pass it (-1: none). In-memory files where the system has
+    them, else files in a temporary folder of mode 700; all closed or removed on exit."""
+    if not (hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")):
+        with tempfile.TemporaryDirectory(prefix="meguri-load-") as folder:
+
+            def on_disk(name: str, data: bytes) -> tuple[str, int]:
+                path = Path(folder) / name
+                path.write_bytes(data)
+                return str(path), -1
+
+            yield on_disk
+        return
+    fds: list[int] = []
+
+    def in_memory(name: str, data: bytes) -> tuple[str, int]:
+        fd = os.memfd_create(f"meguri-{name}")  # close-on-exec: a child gets it by pass_fds
+        fds.append(fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return f"/proc/self/fd/{fd}", fd
+
+    try:
+        yield in_memory
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _from_wrk(fields: list[str], concurrency: int) -> LoadFigures:

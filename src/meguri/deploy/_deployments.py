@@ -265,6 +265,9 @@ def _ensure_supervisor(
     if _supervisor_running(state):
         return
     child_env = {**os.environ, "MEGURI_PROJECT": ws.project.name, "MEGURI_USER": ws.user}
+    key_file = getattr(getattr(ws.artifacts, "keys", None), "path", None)
+    if ws.artifacts.encrypts_at_rest and key_file is not None:  # opened with a key file
+        child_env["MEGURI_ENCRYPTION_KEY_FILE"] = str(key_file)  # workers seal captures too
     with open(state / "supervisor.log", "ab") as log:
         subprocess.run(  # the supervisor forks itself away and this returns at once
             [sys.executable, "-m", "meguri.deploy._supervisor", "--detach", str(ws.root), env],

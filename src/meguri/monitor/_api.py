@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from meguri.monitor._capture import capture_url, scan_predictions
+from meguri.monitor._capture import capture_keys, capture_url, scan_predictions
 from meguri.store import Workspace, default_workspace
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def relabel_windows(
     if not feedback.request_ids:
         return []
     times = (
-        scan_predictions(capture_url(ws, environment))
+        scan_predictions(capture_url(ws, environment), keys=capture_keys(ws))
         .filter(pl.col("request_id").is_in(list(feedback.request_ids)))
         .select(pl.col("time").min().alias("first"), pl.col("time").max().alias("last"))
         .collect()

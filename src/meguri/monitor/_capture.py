@@ -10,6 +10,18 @@ any fsspec URL such as ``s3://bucket/capture``), see :mod:`meguri.serve._capture
 The scanners list those files with fsspec, keep only the ``date=`` folders a time range can
 touch (partition pruning by path, before any file is opened), and return Polars lazy frames
 filtered on ``time``. Files being written (``.part-*.tmp``) never match ``part-*.parquet``.
+A part named by the writer (``part-<unix ms>-<random>.parquet``) holds only rows stamped before
+it was written, so one written more than :data:`CLOCK_MARGIN_S` before ``start`` is not opened
+either (the margin absorbs a clock stepped back between a row and its write).
+
+**Encrypted parts.** With encryption at rest on, the servers seal each part
+(:mod:`meguri.serve._sealed_parts`). A sealed part is read whole and decrypted into memory, and
+Polars scans those bytes (``pl.scan_parquet`` of the plaintext buffer): still lazy (projection,
+predicates and row-group statistics apply), but the I/O and the decryption of every part the
+date range and the name leave in happen when the frame is built, not at ``collect``; no
+plaintext ever goes to a file. The keys are ``keys`` when given, else the environment's (as the
+servers get them; :func:`capture_keys` gives a workspace's). A part that fails authentication
+is a :class:`~meguri.errors.MonitorError` raised by the scanner, never rows read or skipped.
 Prediction files of different model versions may hold different input columns (or, for a
 column that was all null in one batch, a null type): they are concatenated diagonally with
 relaxed types. An empty or missing folder gives an empty frame with the base columns.
@@ -22,26 +34,30 @@ relaxed types. An empty or missing folder gives an empty frame with the base col
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import polars as pl
 
 from meguri.serve._capture import FEEDBACK_FOLDER
-from meguri.serve._metrics import LATENCY_BUCKETS
+from meguri.serve._metrics import LATENCY_BUCKETS, histogram_quantile
+from meguri.serve._sealed_parts import keys_from_environment, open_part
 from meguri.serve._system import SYSTEM_FOLDER
 from meguri.store._workspace import STATE_DIR
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
+    from meguri.store.artifacts import KeyRing
 
 __all__ = [
+    "CLOCK_MARGIN_S",
     "FEEDBACK_COLUMNS",
     "PREDICTION_COLUMNS",
     "SYSTEM_COLUMNS",
     "between",
+    "capture_keys",
     "capture_url",
     "histogram_quantile",
     "scan_feedback",
@@ -53,6 +69,9 @@ __all__ = [
 Moment = float | datetime
 """Epoch seconds (UTC) or an aware datetime."""
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+CLOCK_MARGIN_S = 3600.0
+"""How long before ``start`` a part may have been written and still hold rows of the range."""
+_WRITTEN = re.compile(r"part-(\d{10,16})-[0-9a-f]{12}\.parquet")
 
 _TIME = pl.Datetime("us", "UTC")
 PREDICTION_COLUMNS: dict[str, pl.DataType] = {
@@ -95,31 +114,52 @@ def capture_url(ws: Workspace, environment: str) -> str:
     return str(ws.root / STATE_DIR / "capture" / environment)
 
 
+def capture_keys(ws: Workspace) -> KeyRing | None:
+    """The keys that open ``ws``'s captures: its artifact store's when that one encrypts (the
+    workspace may have been opened with a key file of its own), else the environment's."""
+    keys: KeyRing | None = getattr(ws.artifacts, "keys", None)
+    if getattr(ws.artifacts, "encrypts_at_rest", False) and keys is not None:
+        return keys
+    return keys_from_environment()
+
+
 # -- scanners --------------------------------------------------------------------------------
 def scan_predictions(
-    url: str, start: Moment | None = None, end: Moment | None = None
+    url: str,
+    start: Moment | None = None,
+    end: Moment | None = None,
+    *,
+    keys: KeyRing | Literal["environment"] | None = "environment",
 ) -> pl.LazyFrame:
     """Captured prediction rows with ``start <= time < end`` (either bound may be open)."""
-    files = _CaptureFiles(url)
+    files = _CaptureFiles(url, keys)
     frames = files.frames("model=*/version=*/", start, end)
     if not frames:
         return pl.LazyFrame(schema=PREDICTION_COLUMNS)
     return between(pl.concat(frames, how="diagonal_relaxed"), start, end)
 
 
-def scan_system(url: str, start: Moment | None = None, end: Moment | None = None) -> pl.LazyFrame:
+def scan_system(
+    url: str,
+    start: Moment | None = None,
+    end: Moment | None = None,
+    *,
+    keys: KeyRing | Literal["environment"] | None = "environment",
+) -> pl.LazyFrame:
     """System samples (one per server process and flush interval) with ``start <= time < end``."""
-    files = _CaptureFiles(url)
+    files = _CaptureFiles(url, keys)
     frames = files.frames(f"{SYSTEM_FOLDER}/model=*/version=*/", start, end, SYSTEM_COLUMNS)
     if not frames:
         return pl.LazyFrame(schema=SYSTEM_COLUMNS)
     return between(pl.concat(frames, how="vertical"), start, end)
 
 
-def scan_feedback(url: str) -> pl.LazyFrame:
+def scan_feedback(
+    url: str, *, keys: KeyRing | Literal["environment"] | None = "environment"
+) -> pl.LazyFrame:
     """Ground truth, one row per ``(request_id, row)``: the latest ``time`` wins (for equal
     times, the later file, then the later row)."""
-    files = _CaptureFiles(url)
+    files = _CaptureFiles(url, keys)
     frames = files.frames(f"{FEEDBACK_FOLDER}/", None, None, FEEDBACK_COLUMNS)
     if not frames:
         return pl.LazyFrame(schema=FEEDBACK_COLUMNS)
@@ -133,12 +173,13 @@ def scan_feedback(url: str) -> pl.LazyFrame:
 class _CaptureFiles:
     """The Parquet parts under one capture URL (fsspec), read as lazy frames."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, keys: KeyRing | Literal["environment"] | None) -> None:
         import fsspec
 
         self.fs, self.root = fsspec.core.url_to_fs(url)
         protocol = self.fs.protocol
         self.local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
+        self.keys = keys_from_environment() if isinstance(keys, str) else keys
 
     def frames(
         self,
@@ -160,9 +201,16 @@ class _CaptureFiles:
         low, high = _day(start), _day(end, exclusive=True)
         kept = [f for f in folders if _in_days(f, low, high)]
         parts = [p for folder in kept for p in self.fs.glob(f"{folder}/part-*.parquet")]
+        if start is not None:
+            parts = [p for p in parts if not _written_before(p, start)]
         return sorted(parts, key=lambda p: (p.rsplit("/", 2)[-2], p.rsplit("/", 1)[-1]))
 
     def _scan(self, path: str) -> pl.LazyFrame:
+        with self.fs.open(path, "rb") as handle:
+            sealed = handle.read(4) == b"MGRE"
+            if sealed:  # decrypted into memory only: see the module docstring
+                data = open_part(b"MGRE" + handle.read(), path, self.keys)
+                return pl.scan_parquet(data, hive_partitioning=False)
         if self.local:
             return pl.scan_parquet(path, hive_partitioning=False)
         import pyarrow.parquet as pq
@@ -171,6 +219,15 @@ class _CaptureFiles:
             frame = pl.from_arrow(pq.read_table(handle))
         assert isinstance(frame, pl.DataFrame)
         return frame.lazy()
+
+
+def _written_before(path: str, start: Moment) -> bool:
+    """Whether the writer named the part at ``path`` more than :data:`CLOCK_MARGIN_S` before
+    ``start`` (its rows are all older); False for a name it did not give."""
+    match = _WRITTEN.fullmatch(path.rsplit("/", 1)[-1])
+    if match is None:
+        return False
+    return int(match.group(1)) / 1000.0 < _moment(start).timestamp() - CLOCK_MARGIN_S
 
 
 def _moment(value: Moment) -> datetime:
@@ -208,26 +265,6 @@ def between(frame: Frame, start: Moment | None, end: Moment | None) -> Frame:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float | None:
-    """The ``q`` quantile of a histogram as Prometheus' ``histogram_quantile`` estimates it:
-    ``counts`` per bucket (not cumulative; one more than ``bounds``, the last being +Inf),
-    linear interpolation inside the bucket the rank falls in, from 0 for the first bucket; a
-    rank in the +Inf bucket gives the highest finite bound. ``None`` without observations."""
-    cumulative = np.cumsum(np.asarray(counts, dtype=np.float64))
-    if len(cumulative) != len(bounds) + 1 or cumulative[-1] <= 0:
-        return None
-    rank = q * cumulative[-1]
-    index = int(np.searchsorted(cumulative[:-1], rank, side="left"))
-    if index == len(bounds):
-        return float(bounds[-1])
-    lower = 0.0 if index == 0 else float(bounds[index - 1])
-    below = 0.0 if index == 0 else float(cumulative[index - 1])
-    inside = float(cumulative[index]) - below
-    if inside <= 0:
-        return lower
-    return lower + (float(bounds[index]) - lower) * (float(rank) - below) / inside
-
-
 def system_figures(frame: pl.DataFrame, start: Moment, end: Moment) -> dict[str, float | None]:
     """The system figures of the window ``[start, end)`` from its samples ``frame`` (a
     collected :func:`scan_system` of that window). Figures without evidence (latency without

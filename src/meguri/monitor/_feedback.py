@@ -11,7 +11,9 @@ empty) and ``label``. The labels are checked against the task of the model the e
 serves (one of a classifier's labels; a finite number for a regression) and written as the
 server writes them: one Parquet part under the environment's capture folder
 ``_feedback/date=YYYY-MM-DD/``, written under a hidden temporary name and renamed, with the
-schema of :func:`meguri.serve._capture.feedback_schema`. Nothing is written when any record
+schema of :func:`meguri.serve._capture.feedback_schema`; with encryption at rest on it is
+sealed as the servers seal theirs (built in memory, never in clear on disk; the file given as
+``source`` is the caller's and is only read). Nothing is written when any record
 is refused. Of records with the same ``(request_id, row)`` in one batch, the last one wins;
 across batches, the latest written wins (:func:`meguri.monitor._capture.scan_feedback`).
 """
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from meguri.errors import MeguriError, MonitorError
-from meguri.monitor._capture import capture_url
+from meguri.monitor._capture import capture_keys, capture_url
 from meguri.serve._capture import (
     FEEDBACK_FOLDER,
     MAX_REQUEST_ID,
@@ -39,6 +41,7 @@ from meguri.serve._capture import (
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
+    from meguri.store.artifacts import KeyRing
     from meguri.store.metadata import Deployment
 
 __all__ = ["FeedbackResult", "record_feedback"]
@@ -74,7 +77,7 @@ def record_feedback(ws: Workspace, environment: str, source: FeedbackSource) -> 
     frame, what = _read(source)
     checked = _checked(frame, what, _label_rule(ws, deployment))
     unique = checked.unique(["request_id", "row"], keep="last", maintain_order=True)
-    path = _write(capture_url(ws, environment), unique)
+    path = _write(capture_url(ws, environment), unique, capture_keys(ws))
     request_ids = tuple(unique["request_id"].unique(maintain_order=True).to_list())
     return FeedbackResult(
         environment, unique.height, checked.height - unique.height, path, request_ids
@@ -237,7 +240,7 @@ def _refuse(frame: pl.DataFrame, bad: pl.Expr, what: str, problem: str) -> None:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _write(url: str, frame: pl.DataFrame) -> str:
+def _write(url: str, frame: pl.DataFrame, keys: KeyRing | None) -> str:
     import fsspec
 
     moment = datetime.fromtimestamp(time.time(), UTC)
@@ -247,5 +250,6 @@ def _write(url: str, frame: pl.DataFrame) -> str:
     fs, root = fsspec.core.url_to_fs(url)
     protocol = fs.protocol
     local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
-    path: str = write_part(fs, f"{root}/{FEEDBACK_FOLDER}/date={day}", table, local=local)
+    folder = f"{root}/{FEEDBACK_FOLDER}/date={day}"
+    path: str = write_part(fs, folder, table, local=local, keys=keys)
     return path

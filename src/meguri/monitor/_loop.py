@@ -5,7 +5,10 @@ When an alert whose rule says ``retrain: true`` starts firing in ``monitor.retra
 
 1. builds the fresh training table: the spec's data source read again (it may have grown) plus
    the production rows whose ground truth arrived as feedback (captured inputs, the label as
-   the target), written as Parquet under ``.meguri/retrain/<alert id>/``;
+   the target), written as Parquet under ``.meguri/retrain/<alert id>/``, or, with encryption
+   at rest on, only into this process's memory (fsspec ``memory://``, dropped once the pipeline
+   has read it): the pipeline's ingest stores it as a dataset version, sealed like every
+   artifact, which is its lasting copy, so no plaintext of it ever reaches the disk;
 2. runs the whole pipeline (:func:`meguri.deploy.run_pipeline`) on a spec version whose first
    source is that table: ingest, quality, prepare, train, evaluate, **the same gates**, register,
    staging with its pre-promotion tests, promotion;
@@ -20,26 +23,34 @@ Every step links back to the alert: the pipeline run's tag ``trigger``, the mode
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import yaml
 
 from meguri.errors import MeguriError, MonitorError
-from meguri.monitor._capture import capture_url, scan_feedback, scan_predictions
+from meguri.monitor._capture import capture_keys, capture_url, scan_feedback, scan_predictions
 from meguri.spec import ProjectSpec, duration_seconds
 from meguri.store import Workspace
 from meguri.store._workspace import STATE_DIR
 from meguri.store.metadata import Alert, AlertState
 
-__all__ = ["Retraining", "fresh_training_data", "retrain_on_alerts"]
+__all__ = [
+    "MEMORY_FOLDER",
+    "Retraining",
+    "forget_table",
+    "fresh_training_data",
+    "retrain_on_alerts",
+]
 
 Reporter = Callable[[str], None]
+MEMORY_FOLDER = "memory://meguri-retrain"
+"""Where the fresh training table lives with encryption at rest on (this process's memory)."""
 
 
 @dataclass(frozen=True)
@@ -120,15 +131,17 @@ def _run(
         f"fresh training data: {rows['source']} source rows + {rows['feedback']} labelled "
         "production rows"
     )
-    retrain_spec = _with_source(spec, table)
-    served = ws.metadata.deployments.get(ws.project.id, environment).model_name
-    result = run_pipeline(retrain_spec, workspace=ws, model_name=served)
+    try:
+        served = ws.metadata.deployments.get(ws.project.id, environment).model_name
+        result = run_pipeline(_with_source(spec, table), workspace=ws, model_name=served)
+    finally:
+        forget_table(table)  # read by the ingest step, stored there as a dataset version
     ws.metadata.runs.log_batch(result.run_id, tags={"trigger": f"alert:{alert.id}"})
     detail: dict[str, Any] = {
         "pipeline_run": result.run_id,
         "spec_version": result.spec_version_id,
         "rows": rows,
-        "data": str(table),
+        "data": table,
     }
     registered = next((s for s in result.steps if s.name == "register"), None)
     if registered is not None and "ref" in registered.outputs:
@@ -160,18 +173,23 @@ def _run(
 
 def fresh_training_data(
     ws: Workspace, spec: ProjectSpec, environment: str, alert_id: str
-) -> tuple[Path, dict[str, int]]:
-    """The spec's source read again plus the labelled production rows, as one Parquet file."""
+) -> tuple[str, dict[str, int]]:
+    """The spec's source read again plus the labelled production rows, as one Parquet file:
+    its path, or its ``memory://`` URL with encryption at rest on (see the module docstring;
+    :func:`forget_table` drops it)."""
     from meguri.data._catalog import ingest_frame
 
     target = spec.requirements.functional.target
     if not spec.data.sources:
         raise MonitorError("data.sources is empty: retraining needs the spec's data source")
     _, source = ingest_frame(spec.data.sources[0], workspace=ws)  # read again: it may have grown
-    url = capture_url(ws, environment)
+    url, keys = capture_url(ws, environment), capture_keys(ws)
     labelled = (
-        scan_predictions(url)
-        .join(scan_feedback(url).select("request_id", "row", "label"), on=["request_id", "row"])
+        scan_predictions(url, keys=keys)
+        .join(
+            scan_feedback(url, keys=keys).select("request_id", "row", "label"),
+            on=["request_id", "row"],
+        )
         .collect()
     )
     columns = [c for c in source.columns if c != target and c in labelled.columns]
@@ -187,13 +205,42 @@ def fresh_training_data(
         ).select(source.columns)
         feedback = feedback.filter(pl.col(target).is_not_null())
     table = pl.concat([source, feedback], how="vertical") if feedback.height else source
+    private = keys is not None or ws.artifacts.encrypts_at_rest
+    where = _in_memory(table, alert_id) if private else _on_disk(ws, table, alert_id)
+    return where, {"source": source.height, "feedback": feedback.height}
+
+
+def _on_disk(ws: Workspace, table: pl.DataFrame, alert_id: str) -> str:
     folder = ws.root / STATE_DIR / "retrain" / alert_id
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "data.parquet"
     temp = folder / f".data-{uuid.uuid4().hex}.tmp"
     table.write_parquet(temp)
     temp.replace(path)
-    return path, {"source": source.height, "feedback": feedback.height}
+    return str(path)
+
+
+def _in_memory(table: pl.DataFrame, alert_id: str) -> str:
+    """``table`` as a Parquet file in fsspec's in-process memory filesystem; its URL."""
+    import fsspec
+
+    buffer = io.BytesIO()
+    table.write_parquet(buffer)
+    url = f"{MEMORY_FOLDER}/{alert_id}-{uuid.uuid4().hex[:8]}/data.parquet"
+    with fsspec.open(url, "wb") as out:
+        out.write(buffer.getbuffer())
+    return url
+
+
+def forget_table(where: str) -> None:
+    """Drop a table :func:`fresh_training_data` kept in memory (a file on disk stays: it is
+    the record of what the retraining read)."""
+    if not where.startswith(f"{MEMORY_FOLDER}/"):
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(where)
+    fs.rm(path.rsplit("/", 1)[0], recursive=True)
 
 
 def _label(dtype: pl.DataType) -> pl.Expr:
@@ -203,9 +250,9 @@ def _label(dtype: pl.DataType) -> pl.Expr:
     return label.cast(dtype, strict=False)
 
 
-def _with_source(spec: ProjectSpec, table: Path) -> str:
+def _with_source(spec: ProjectSpec, table: str) -> str:
     """The spec's YAML with its first source reading ``table`` (a Parquet file)."""
     document = spec.model_dump(mode="json", exclude_unset=True)
     sources = document["data"]["sources"]
-    sources[0] = {**sources[0], "uri": str(table), "format": "parquet"}
+    sources[0] = {**sources[0], "uri": table, "format": "parquet"}
     return yaml.safe_dump(document, sort_keys=False)

@@ -40,6 +40,7 @@ from meguri.errors import ConfigError, DataError, MonitorError
 from meguri.monitor._baseline import ModelBaseline, model_baseline
 from meguri.monitor._capture import (
     between,
+    capture_keys,
     capture_url,
     scan_feedback,
     scan_predictions,
@@ -145,8 +146,11 @@ def run_monitor(
     bounds = window_bounds(since, until, settings.window_seconds())
     start, end = bounds[0][0], bounds[-1][1]
     say(f"reading captures of {environment} from {_iso(start)} to {_iso(end)}")
-    predictions = _labelled(scan_predictions(url, start, end), scan_feedback(url)).collect()
-    system = scan_system(url, start, end).collect()
+    keys = capture_keys(ws)
+    predictions = _labelled(
+        scan_predictions(url, start, end, keys=keys), scan_feedback(url, keys=keys)
+    ).collect()
+    system = scan_system(url, start, end, keys=keys).collect()
     computer = _WindowComputer(ws, settings, spec, spec_version)
     new = [
         w
@@ -207,9 +211,10 @@ def _default_since(ws: Workspace, environment: str, url: str) -> float | None:
     latest = ws.metadata.monitor.windows(ws.project.id, environment, limit=1)
     if latest:
         return latest[-1].start
-    first = scan_predictions(url).select(pl.col("time").min()).collect().item()
+    keys = capture_keys(ws)
+    first = scan_predictions(url, keys=keys).select(pl.col("time").min()).collect().item()
     if first is None:
-        first = scan_system(url).select(pl.col("time").min()).collect().item()
+        first = scan_system(url, keys=keys).select(pl.col("time").min()).collect().item()
     return None if first is None else first.timestamp()
 
 

@@ -32,7 +32,6 @@ import io
 import json
 import platform
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -129,18 +128,20 @@ def _check_dest(dest: Path) -> None:
 
 def log_model(result: TrainResult, workspace: Workspace) -> str:
     """Build the package of ``result`` and log each file as an artifact ``model/<path>`` of
-    its (finished) run; return the package digest (sha256 of ``model.json``)."""
+    its (finished) run; return the package digest (sha256 of ``model.json``).
+
+    The files go from memory (where :func:`build_package` has them too) straight to the
+    artifact store: no copy of the package is written anywhere on the way, so with encryption
+    at rest on the model exists on disk only sealed."""
     run = workspace.metadata.runs.get_run(result.run_id)
-    with tempfile.TemporaryDirectory(prefix="meguri-package-") as scratch:
-        folder = Path(scratch) / "package"
-        build_package(result, folder, spec_version_id=run.spec_version_id)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder).as_posix()
-            stored = workspace.artifacts.put_file(path)
-            kind = "application/json" if relative.endswith(".json") else "application/octet-stream"
-            ref = ArtifactRef(f"model/{relative}", stored.digest, stored.size, kind, time.time())
-            workspace.metadata.runs.add_artifact(result.run_id, ref)
-        return package_digest((folder / MODEL_FILE).read_bytes())
+    files, document = _contents(result, run.spec_version_id)
+    files[MODEL_FILE] = _dumps(document)
+    for relative, data in sorted(files.items()):
+        stored = workspace.artifacts.put_bytes(data)
+        kind = "application/json" if relative.endswith(".json") else "application/octet-stream"
+        ref = ArtifactRef(f"model/{relative}", stored.digest, stored.size, kind, time.time())
+        workspace.metadata.runs.add_artifact(result.run_id, ref)
+    return package_digest(files[MODEL_FILE])
 
 
 def package_digest(model_json: bytes) -> str:

@@ -15,6 +15,12 @@ on object stores a put is atomic already. ``close()`` (at server shutdown) write
 When the buffer holds ``max_buffer_rows`` rows, new rows are dropped and counted, never waited
 for.
 
+With encryption at rest on (the key ring of ``MEGURI_ENCRYPTION_KEY_FILE`` or
+``MEGURI_ENCRYPTION_KEY``, read once when the capture is created: server processes inherit
+these variables as they inherit every setting), each file is built in memory and written sealed
+(:mod:`meguri.serve._sealed_parts`), by the writer thread as before: nothing is added to the
+request path, and no byte of a captured row reaches the disk in clear.
+
 One row per predicted row, columns: ``request_id`` (string), ``row`` (index in the request),
 ``time`` (timestamp[us, UTC]), ``latency_ms`` (arrival to prediction), ``model_name``,
 ``model_version``, one column per signature input (its batch dtype), ``prediction`` and, for
@@ -35,22 +41,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from meguri.serve._metrics import Metrics
 from meguri.serve._model import Array, Prediction
+from meguri.serve._sealed_parts import keys_from_environment, seal_part, write_bytes
 from meguri.serve._signature import Output, Signature
 from meguri.serve._system import SYSTEM_FOLDER, SystemSample, SystemSampler, system_table
 from meguri.serve._validate import BadRequest, Batch, MatrixBatch
+
+if TYPE_CHECKING:
+    from meguri.store.artifacts._keys import KeyRing
 
 __all__ = [
     "FEEDBACK_FOLDER",
@@ -102,9 +111,13 @@ class Capture:
         max_buffer_rows: int = 1_000_000,
         metrics: Metrics | None = None,
         system_write_seconds: float = 60.0,
+        keys: KeyRing | Literal["environment"] | None = "environment",
     ) -> None:
         import fsspec
 
+        # The ring that seals what is written (None: encryption off); "environment": the
+        # variables' setting, as the artifact store reads it (servers are started with it).
+        self.keys = keys_from_environment() if isinstance(keys, str) else keys
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.local = "file" in _protocols(self.fs)
         self.rate = min(max(rate, 0.0), 1.0)
@@ -228,7 +241,7 @@ class Capture:
 
     def _write(self, date: str, records: list[_Record]) -> None:
         folder = f"{self.root}/model={self.name}/version={self.version}/date={date}"
-        write_part(self.fs, folder, self._table(records), local=self.local)
+        write_part(self.fs, folder, self._table(records), local=self.local, keys=self.keys)
         self.files += 1
 
     def _flush_feedback(self) -> None:
@@ -246,9 +259,8 @@ class Capture:
                     [label for b in group for label in b.labels],
                     [b.time for b in group for _ in b.request_ids],
                 )
-                write_part(
-                    self.fs, f"{self.root}/{FEEDBACK_FOLDER}/date={date}", table, local=self.local
-                )
+                folder = f"{self.root}/{FEEDBACK_FOLDER}/date={date}"
+                write_part(self.fs, folder, table, local=self.local, keys=self.keys)
         except Exception:  # the server keeps serving; the loss is logged
             log.exception("feedback capture: writing %d batches failed", len(batches))
 
@@ -267,7 +279,7 @@ class Capture:
         try:
             for date, group in _by_date(samples).items():
                 table = system_table(group, name=self.name, version=self.version)
-                write_part(self.fs, f"{base}/date={date}", table, local=self.local)
+                write_part(self.fs, f"{base}/date={date}", table, local=self.local, keys=self.keys)
         except Exception:
             log.exception("system samples: writing %d samples failed", len(samples))
 
@@ -336,26 +348,26 @@ def _row_mask(records: list[_Record]) -> Array | None:
     return np.concatenate(masks)
 
 
-def write_part(fs: Any, folder: str, table: Any, *, local: bool) -> str:
+def write_part(
+    fs: Any, folder: str, table: Any, *, local: bool, keys: KeyRing | None = None
+) -> str:
     """Write ``table`` as a new ``part-{unix ms}-{random}.parquet`` under ``folder`` and return
-    its path. Locally it is written as ``.part-....tmp`` and renamed: readers (who skip hidden
-    files) never see half a file; on object stores a put is atomic already."""
+    its path. The file is built in memory, sealed when ``keys`` is given
+    (:func:`~meguri.serve._sealed_parts.seal_part`), then written whole: locally under a hidden
+    temporary name and renamed (readers skip hidden files); on object stores one put."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}.parquet"
+    path = f"{folder}/{name}"
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    if keys is not None:
+        data = seal_part(data, path, keys)
     fs.makedirs(folder, exist_ok=True)
-    if local:
-        temp = f"{folder}/.{name}.tmp"
-        try:
-            pq.write_table(table, temp)
-            os.replace(temp, f"{folder}/{name}")
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-    else:
-        with fs.open(f"{folder}/{name}", "wb") as handle:
-            pq.write_table(table, handle)
-    return f"{folder}/{name}"
+    write_bytes(fs, path, data, local=local)
+    return path
 
 
 def _by_date(records: list[_T]) -> dict[str, list[_T]]:
