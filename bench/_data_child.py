@@ -72,11 +72,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def run(main: Callable[[str, bool], dict[str, Any]]) -> None:
+def run(main: Callable[..., dict[str, Any]]) -> None:
     """The entry point of a side: ``main(csv_path, release)`` returns the report to print.
 
-    ``python _data_<side>.py CSV [release]``: with ``release``, the side drops the whole table
-    once it is split and each raw part once it is cleaned (both sides alike); without, it keeps
-    every intermediate to the end, as ``meguri.data.prepare`` does.
+    ``python _data_<side>.py CSV [release] [persist]``: with ``release``, the side drops the
+    whole table once it is split and each raw part once it is cleaned (both sides alike);
+    without, it keeps every intermediate to the end, as ``meguri.data.prepare`` does.
+    ``persist`` (pandas only) also stores what meguri's dataset versions store.
     """
-    emit(main(sys.argv[1], sys.argv[2:] == ["release"]))
+    flags = set(sys.argv[2:])
+    extra = {"persist": True} if "persist" in flags else {}
+    emit(main(sys.argv[1], "release" in flags, **extra))

@@ -71,10 +71,11 @@ def run_child(args: list[str]) -> str:
     return done.stdout
 
 
-def measure(side: str, csv: Path, release: bool) -> dict[str, Any]:
+def measure(side: str, csv: Path, release: bool, persist: bool = False) -> dict[str, Any]:
     """One run of ``side`` on ``csv`` in a fresh interpreter: its report."""
     start = time.perf_counter()
-    out = run_child([str(HERE / f"_data_{side}.py"), str(csv), *(["release"] if release else [])])
+    flags = [*(["release"] if release else []), *(["persist"] if persist else [])]
+    out = run_child([str(HERE / f"_data_{side}.py"), str(csv), *flags])
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     report["process_seconds"] = time.perf_counter() - start
     return report
@@ -88,15 +89,18 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def compare_sides(csv: Path, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both sides, interleaved ``repeat`` times; the best run of each."""
-    ours, theirs = [], []
+def compare_sides(csv: Path, sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Both sides, interleaved ``repeat`` times; the best run of each: meguri, pandas, and
+    pandas also storing its table and parts (``persist``)."""
+    ours, theirs, storing = [], [], []
     for i in range(sizes.repeat):
         log(f"{sizes.rows:,} rows, try {i + 1}/{sizes.repeat}: meguri")
         ours.append(measure("meguri", csv, sizes.release))
         log(f"{sizes.rows:,} rows, try {i + 1}/{sizes.repeat}: pandas")
         theirs.append(measure("pandas", csv, sizes.release))
-    return best(ours), best(theirs)
+        log(f"{sizes.rows:,} rows, try {i + 1}/{sizes.repeat}: pandas, storing as Parquet")
+        storing.append(measure("pandas", csv, sizes.release, persist=True))
+    return best(ours), best(theirs), best(storing)
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -153,7 +157,9 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f} {unit}"
 
 
-def comparison_figures(ours: dict[str, Any], theirs: dict[str, Any], rows: int) -> list[Figure]:
+def comparison_figures(
+    ours: dict[str, Any], theirs: dict[str, Any], rows: int, storing: dict[str, Any] | None = None
+) -> list[Figure]:
     n = f"{rows / 1e6:g}M rows"
     figures = [
         Figure(
@@ -164,6 +170,19 @@ def comparison_figures(ours: dict[str, Any], theirs: dict[str, Any], rows: int) 
             max_ratio=0.5,
             note="sum of the stages below (meguri's includes opening its workspace)",
         ),
+    ]
+    if storing is not None:
+        figures.append(
+            Figure(
+                f"  same, pandas also storing, {n}",
+                "s",
+                ours["total"],
+                storing["total"],
+                note="pandas also writes its table and cleaned parts as Parquet with a sha256 "
+                "each: what meguri's dataset versions store (no target: the issue's is above)",
+            )
+        )
+    figures += [
         Figure(
             f"peak RSS, {n}",
             "MiB",
@@ -282,9 +301,10 @@ def growth_runs(
 
 def run_all(sizes: Sizes, cache: Path) -> dict[str, Any]:
     csv = table(sizes.rows, cache)
-    ours, theirs = compare_sides(csv, sizes)
+    ours, theirs, storing = compare_sides(csv, sizes)
     problems = compare(ours["checks"], theirs["checks"])
-    figures = comparison_figures(ours, theirs, sizes.rows)
+    problems += compare(ours["checks"], storing["checks"])  # storing changed nothing computed
+    figures = comparison_figures(ours, theirs, sizes.rows, storing)
     ours_growth = growth_runs("meguri", sizes, cache, {sizes.rows: ours})
     figures += profile_figure(ours_growth)
     growth, verdict = growth_figures(ours_growth, "meguri")
@@ -301,7 +321,11 @@ def run_all(sizes: Sizes, cache: Path) -> dict[str, Any]:
         "verdicts": verdicts,
         "problems": problems,
         "gaps": largest_gaps(ours["checks"], theirs["checks"]),
-        "runs": {"meguri": _strip(ours_growth), "pandas": _strip(theirs_growth)},
+        "runs": {
+            "meguri": _strip(ours_growth),
+            "pandas": _strip(theirs_growth),
+            "pandas_storing": _strip({sizes.rows: storing}),
+        },
     }
 
 
