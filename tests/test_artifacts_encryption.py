@@ -536,3 +536,42 @@ def test_load_test_bodies_never_touch_the_disk(
         assert fd == -1 and Path(path).read_bytes() == body
         assert (Path(path).parent.stat().st_mode & 0o777) == 0o700
     assert not Path(path).exists() and not Path(path).parent.exists()
+
+
+def test_uploads_to_the_platform_server_are_spooled_in_memory(
+    tmp_path: Path, encrypted_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset and a run artifact uploaded over HTTP reach the sealed store without their
+    plaintext touching a disk: the server spools them in its in-memory folder."""
+    import httpx
+
+    from meguri.serve._server import app_in_background
+    from meguri.server import ServerSettings, create_app
+    from meguri.store import open_workspace
+
+    ws = open_workspace(tmp_path / "proj", project="enc", user="ann")
+    ws.metadata.access.create_user("ed", by="ann")
+    ws.metadata.access.set_role(ws.project.id, "ed", "editor", by="ann")
+    token = ws.metadata.access.create_token("ed", name="t", by="ann")[1]
+    marker = "upload-marker-" + "q" * 24
+    csv = "a,b\n" + "".join(f"{i},{marker}{i}\n" for i in range(200))
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with (
+            _no_temporary_files(tmp_path, monkeypatch),
+            app_in_background(create_app(ServerSettings(secret_key="s" * 48), workspace=ws)) as url,
+        ):
+            sent = httpx.post(
+                f"{url}/api/v1/projects/enc/datasets/uploaded/versions",
+                content=csv.encode(),
+                headers={**headers, "Content-Type": "text/csv"},
+            )
+            assert sent.status_code == 201, sent.text
+        found = [
+            p
+            for p in (tmp_path / "proj").rglob("*")
+            if p.is_file() and marker.encode() in p.read_bytes()
+        ]
+        assert found == []
+    finally:
+        ws.close()

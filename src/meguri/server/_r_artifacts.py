@@ -64,7 +64,6 @@ from meguri.server._errors import ApiError
 from meguri.server._upload import spool_body
 from meguri.store import Workspace
 from meguri.store.artifacts import ArtifactStore, FsspecArtifactStore, StoredArtifact
-from meguri.store.artifacts import memory_cache_folder as _memory_folder
 from meguri.store.artifacts._http import ABSENT_HEADER, read_stream, store_stream
 
 __all__ = ["router"]
@@ -241,8 +240,7 @@ def _check(declared: str, actual: str) -> None:
 async def _spooled(request: Request, ws: Workspace, digest: str) -> StoredArtifact:
     """A store that cannot take a stream: through a temp file, deleted in every case."""
     store = ws.artifacts
-    folder = str(_memory_folder(ws.root)) if store.encrypts_at_rest else None
-    spooled = await spool_body(request, folder)
+    spooled = await spool_body(request)  # in memory when the store encrypts
     try:
         return await run_in_threadpool(_put_checked, store, digest, spooled)
     finally:

@@ -37,7 +37,13 @@ async def read_body(request: Request, limit: int | None = None) -> bytes:
 
 async def spool_body(request: Request, folder: str | None = None) -> Path:
     """Stream the body into a new temporary file (named here, never by the client) and return
-    its path; the caller deletes it. Refused (413) past the server's upload limit."""
+    its path; the caller deletes it. Refused (413) past the server's upload limit. With
+    encryption at rest on, the file is in this user's private in-memory folder (a tmpfs), so
+    the upload's plaintext never reaches a disk on its way to the sealed store."""
+    if folder is None and request.app.state.workspace.artifacts.encrypts_at_rest:
+        from meguri.store.artifacts import memory_cache_folder
+
+        folder = str(memory_cache_folder(request.app.state.workspace.root))
     limit = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
