@@ -437,3 +437,35 @@ def test_run_entity_fields_follow_the_runs_columns() -> None:
 
     names = [f.name for f in fields(Run)]
     assert names[: len(runs.c)] == [c.name for c in runs.c]
+
+
+def test_upgrade_from_0008_keeps_the_users_and_voids_no_session(
+    engine: sa.Engine, metadata_url: str
+) -> None:
+    from alembic import command
+
+    from meguri.store.metadata._migrate import _alembic_config
+
+    config = _alembic_config()
+    with engine.execution_options(meguri_write=True).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0008")
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, name, email, is_admin, disabled, password_hash, "
+                "created_at, created_by) VALUES ('usr-old', 'ann', NULL, false, false, NULL, "
+                "1.0, 'root')"
+            )
+        )
+    assert _revision(engine) == "0008"
+    assert migrate(engine) is True
+    assert _revision(engine) == HEAD_REVISION
+    assert _schema_differences(engine) == []
+    store = open_metadata_store(metadata_url)
+    try:
+        user = store.access.get_user("ann")
+        assert (user.id, user.sessions_since) == ("usr-old", None)
+        store.access.end_session("ann", "sid-1", 2e9)
+        assert store.access.session_ended("sid-1")
+    finally:
+        store.close()

@@ -294,6 +294,44 @@ def test_tampered_and_logged_out_session_cookies_are_refused(env: Env) -> None:
         assert http.get("/api/v1/me").status_code == 401
 
 
+def test_a_signed_out_cookie_stays_void_after_a_restart(env: Env) -> None:
+    """Signing out is recorded in the store, not in the server's memory: a second server on
+    the same store (a restart) refuses the copied cookie too."""
+    with env.client() as http:
+        signed = _login(http, "editor")
+        cookie = http.cookies["meguri_session"]
+        headers = {"X-CSRF-Token": signed.json()["csrf_token"], "Origin": env.url}
+        assert http.post("/logout", headers=headers).status_code == 204
+    settings = ServerSettings(secret_key="k" * 48)  # the same secret: the cookie still verifies
+    with app_in_background(create_app(settings, workspace=env.ws)) as again:
+        replay = httpx.get(f"{again}/api/v1/me", cookies={"meguri_session": cookie})
+        assert replay.status_code == 401
+        with httpx.Client(base_url=again) as http:  # while a fresh sign-in works there
+            assert _login(http, "editor").status_code == 200
+            assert http.get("/api/v1/me").status_code == 200
+
+
+def test_a_password_change_signs_every_other_browser_out(env: Env) -> None:
+    access = env.ws.metadata.access
+    access.create_user("pat", by="owner", password=PASSWORD)
+    with env.client() as laptop, env.client() as phone:
+        assert _login(laptop, "pat").status_code == 200
+        signed = _login(phone, "pat")
+        assert laptop.get("/api/v1/me").status_code == 200
+        new = "a brand new passphrase"
+        headers = {"X-CSRF-Token": signed.json()["csrf_token"], "Origin": env.url}
+        body = {"current": PASSWORD, "new": new}
+        assert phone.post("/api/v1/me/password", json=body, headers=headers).status_code == 204
+        assert laptop.get("/api/v1/me").status_code == 401  # the other browser is out
+        assert phone.get("/api/v1/me").json()["name"] == "pat"  # the changer got a new session
+    with env.client() as http:
+        assert _login(http, "pat").status_code == 401
+        assert _login(http, "pat", new).status_code == 200
+    access.set_password("pat", "reset by an admin!", by="owner")
+    with env.client(cookies=dict(http.cookies)) as http:  # an admin's reset voids it too
+        assert http.get("/api/v1/me").status_code == 401
+
+
 def test_tokens_cannot_mint_tokens(env: Env) -> None:
     with env.client(headers=env.bearer("editor")) as http:
         answer = http.post("/api/v1/me/tokens", json={"name": "more"})

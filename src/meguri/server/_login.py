@@ -83,6 +83,14 @@ def _set_cookies(response: Response, request: Request, cookie: str, csrf: str, t
     )
 
 
+def renew_session(request: Request, response: Response, user: str) -> None:
+    """Sign ``user`` in afresh on ``response`` (new session and CSRF cookies): after their
+    password changed, which voided the session they made the change with."""
+    signer: SessionSigner = request.app.state.signer
+    cookie, session = signer.issue(user)
+    _set_cookies(response, request, cookie, signer.csrf_token(session), signer.ttl_s)
+
+
 @router.post("/login", openapi_extra=access(Access.PUBLIC))
 async def login(request: Request) -> Response:
     """Sign in with a user name and password; sets the session and CSRF cookies."""
@@ -132,7 +140,8 @@ def logout(request: Request) -> Response:
     """End the cookie session here and now (a token caller has none to end)."""
     session = getattr(request.state, "session", None)
     if session is not None:
-        request.app.state.signer.revoke(session)
+        ws: Workspace = request.app.state.workspace
+        ws.metadata.access.end_session(session.user, session.sid, session.expires_at)
     response: Response = (
         RedirectResponse("/login", 303) if _wants_html(request) else Response(status_code=204)
     )

@@ -197,7 +197,13 @@ class AccessMiddleware:
         if session is None:
             return None
         user = access.find_user(session.user)
-        return None if user is None or user.disabled else Caller(user, "cookie", session)
+        if user is None or user.disabled:
+            return None
+        if user.sessions_since is not None and session.issued_at < user.sessions_since:
+            return None  # signed in before the password changed
+        if access.session_ended(session.sid):
+            return None  # signed out
+        return Caller(user, "cookie", session)
 
     def _session(self, headers: dict[str, str]) -> Session | None:
         raw = headers.get("cookie")

@@ -19,6 +19,7 @@ from meguri.errors import NotFoundError
 from meguri.server._access import Access, access
 from meguri.server._deps import WS, ok
 from meguri.server._errors import ApiError
+from meguri.server._login import renew_session
 from meguri.store import Workspace
 from meguri.store.metadata import Token, User
 
@@ -126,12 +127,16 @@ class PasswordChange(BaseModel):
 
 @router.post("/me/password", openapi_extra=SIGNED_IN)
 def change_password(request: Request, body: PasswordChange) -> Response:
-    """Change the caller's password (the current one is checked first)."""
+    """Change the caller's password (the current one is checked first). Every browser session
+    signed in before is signed out; a caller signed in with a cookie gets a new session."""
     repo, user = _base(request).metadata.access, request.state.user
     if repo.verify_password(user.name, body.current) is None:
         raise ApiError(403, "forbidden", "The current password is wrong.")
     repo.set_password(user.name, body.new, by=user.name)
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    if getattr(request.state, "session", None) is not None:
+        renew_session(request, response, user.name)
+    return response
 
 
 # -- platform admin: users -------------------------------------------------------------------

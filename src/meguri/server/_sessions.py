@@ -1,9 +1,12 @@
 """Browser sessions: signed cookies, per-session CSRF tokens, and the login rate limit.
 
 A session cookie is ``base64url(payload).base64url(hmac_sha256(secret, payload))``, the
-payload holding the user name, a random session id and the expiry. Nothing in it is secret,
-but nobody without the server secret can make one that verifies. Logging out revokes the
-session id on this server until it would have expired anyway.
+payload holding the user name, a random session id, when it was signed in and the expiry.
+Nothing in it is secret, but nobody without the server secret can make one that verifies.
+Signing out ends the session id in the metadata store until it would have expired anyway
+(``AccessRepository.end_session``: it stays void across restarts and on every server of the
+store), and a password change voids every session signed in before it
+(``User.sessions_since``); the middleware checks both.
 
 The CSRF token of a session is ``hmac(secret, "csrf" + session id)``: a write made with the
 cookie must send it back in the ``X-CSRF-Token`` header (or a ``csrf_token`` form field). A
@@ -45,6 +48,7 @@ class Session:
     user: str
     sid: str
     expires_at: float
+    issued_at: float = 0.0
 
 
 class SessionSigner:
@@ -54,12 +58,12 @@ class SessionSigner:
         self._key = hashlib.sha256(b"meguri-session\x00" + secret).digest()
         self._csrf_key = hashlib.sha256(b"meguri-csrf\x00" + secret).digest()
         self.ttl_s = ttl_s
-        self._revoked: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     def issue(self, user: str) -> tuple[str, Session]:
-        session = Session(user, secrets.token_urlsafe(18), time.time() + self.ttl_s)
-        payload = _b64(orjson.dumps({"u": session.user, "s": session.sid, "e": session.expires_at}))
+        now = time.time()
+        session = Session(user, secrets.token_urlsafe(18), now + self.ttl_s, now)
+        fields = {"u": session.user, "s": session.sid, "e": session.expires_at, "i": now}
+        payload = _b64(orjson.dumps(fields))
         return f"{payload}.{self._sign(payload)}", session
 
     def verify(self, cookie: str) -> Session | None:
@@ -69,18 +73,14 @@ class SessionSigner:
             return None
         try:
             data = orjson.loads(_unb64(payload))
-            session = Session(str(data["u"]), str(data["s"]), float(data["e"]))
+            session = Session(
+                str(data["u"]), str(data["s"]), float(data["e"]), float(data.get("i", 0.0))
+            )
         except (ValueError, KeyError, TypeError):
             return None
-        if session.expires_at <= time.time() or session.sid in self._revoked:
+        if session.expires_at <= time.time():
             return None
         return session
-
-    def revoke(self, session: Session) -> None:
-        now = time.time()
-        with self._lock:
-            self._revoked = {s: t for s, t in self._revoked.items() if t > now}
-            self._revoked[session.sid] = session.expires_at
 
     def csrf_token(self, session: Session) -> str:
         return _b64(hmac.new(self._csrf_key, session.sid.encode(), hashlib.sha256).digest())

@@ -142,6 +142,8 @@ SERVER_SKIPS: dict[str, str] = {
     "tokens (verify_password, create_token), which the server never offers",
     "contract_access.test_access_changes_are_audited_without_secrets": "mints and uses a token "
     "(create_token, authenticate_token), which the server never offers",
+    "contract_access.test_sessions_end_when_signed_out_or_the_password_changes": "ends browser "
+    "sessions (end_session, session_ended), which only the server itself does",
 }
 
 _MOUNT = "/contract"  # the store routes of the test server, apart from any the app has itself

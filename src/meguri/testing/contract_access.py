@@ -26,6 +26,7 @@ __all__ = [
     "test_disabled_users_cannot_sign_in_or_use_tokens",
     "test_passwords_are_scrypt_hashed_and_verified",
     "test_roles_per_project",
+    "test_sessions_end_when_signed_out_or_the_password_changes",
     "test_tokens_are_stored_hashed_shown_once_and_refused_when_forged",
     "test_tokens_expire_and_revoke",
     "test_users_are_created_named_and_listed",
@@ -102,6 +103,36 @@ def test_passwords_are_scrypt_hashed_and_verified(metadata_store: MetadataStore)
     access.create_user("dee", by="root")  # no password: tokens only
     assert access.verify_password("dee", "") is None
     assert access.verify_password("dee", PASSWORD) is None
+
+
+def test_sessions_end_when_signed_out_or_the_password_changes(
+    metadata_store: MetadataStore,
+) -> None:
+    access = metadata_store.access
+    access.create_user("ann", by="root", password=PASSWORD)
+    assert access.get_user("ann").sessions_since is None
+    before = time.time()
+    access.set_password("ann", "another long password", by="ann")
+    since = access.get_user("ann").sessions_since
+    assert since is not None and before <= since <= time.time()
+    access.disable_user("ann", by="root")
+    disabled_since = access.get_user("ann").sessions_since
+    assert disabled_since is not None and disabled_since >= since
+    access.enable_user("ann", by="root")  # enabling brings no old session back
+    assert access.get_user("ann").sessions_since == disabled_since
+
+    later = time.time() + 3600
+    assert access.session_ended("s-1") is False
+    access.end_session("ann", "s-1", later)
+    access.end_session("ann", "s-1", later)  # twice: still one record, no error
+    assert access.session_ended("s-1") is True
+    assert access.session_ended("s-2") is False
+    access.end_session("ann", "s-old", time.time() - 1)  # already expired: nothing to keep
+    assert access.session_ended("s-old") is False
+    with pytest.raises(NotFoundError):
+        access.end_session("nobody", "s-3", later)
+    actions = [e.action for e in metadata_store.audit.events() if e.subject_id == "ann"]
+    assert actions.count("session.signed_out") == 3
 
 
 _SECRET = re.compile(r"mgr_[A-Za-z0-9_-]{43}")

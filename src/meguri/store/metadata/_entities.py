@@ -449,6 +449,9 @@ class User:
     created_at: float
     created_by: str
     disabled: bool
+    sessions_since: float | None = None
+    """Browser sessions signed in before this time are void (the password changed, or the
+    user was disabled); None: none voided."""
 
 
 @dataclass(frozen=True, slots=True)

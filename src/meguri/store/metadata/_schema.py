@@ -421,7 +421,21 @@ users = sa.Table(
     sa.Column("disabled", sa.Boolean, nullable=False),
     sa.Column("password_hash", sa.String(200), nullable=True),
     *_created(),
+    # browser sessions signed in before this time are void (password changed, user disabled)
+    sa.Column("sessions_since", sa.Double, nullable=True),
     sa.UniqueConstraint("name"),
+)
+
+# Browser sessions ended before their cookie expires (signed out), kept until that expiry so
+# that a copied cookie stays void across server restarts.
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("sid", sa.String(64), primary_key=True),
+    sa.Column("user_id", _ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("ended_at", sa.Double, nullable=False),
+    sa.Index(None, "expires_at"),
 )
 
 api_tokens = sa.Table(

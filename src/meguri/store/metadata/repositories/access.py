@@ -35,7 +35,13 @@ from meguri.errors import ConflictError, DataError, NotFoundError
 from meguri.store._ids import new_id
 from meguri.store.metadata._engine import Database
 from meguri.store.metadata._entities import ROLES, NewAuditEvent, Token, User
-from meguri.store.metadata._schema import api_tokens, project_roles, projects, users
+from meguri.store.metadata._schema import (
+    api_tokens,
+    ended_sessions,
+    project_roles,
+    projects,
+    users,
+)
 from meguri.store.metadata.repositories.audit import record
 
 __all__ = [
@@ -155,7 +161,16 @@ def _check_role(role: object) -> str:
 
 # -- rows ------------------------------------------------------------------------------------
 
-_USER_COLUMNS = (_U.id, _U.name, _U.email, _U.is_admin, _U.created_at, _U.created_by, _U.disabled)
+_USER_COLUMNS = (
+    _U.id,
+    _U.name,
+    _U.email,
+    _U.is_admin,
+    _U.created_at,
+    _U.created_by,
+    _U.disabled,
+    _U.sessions_since,
+)
 _TOKEN_COLUMNS = (
     _T.id,
     _T.user_id,
@@ -272,11 +287,13 @@ class AccessRepository:
         return _user(row)
 
     def set_password(self, name: str, password: str, *, by: str) -> None:
-        """Replace the user's password (the old one stops working at once)."""
+        """Replace the user's password (the old one stops working at once, and every browser
+        session signed in before now is void: see ``User.sessions_since``)."""
         hashed = hash_password(_check_password(password))
         with self._db.write() as conn:
             self._require(conn, name)
-            conn.execute(users.update().where(_U.name == name).values(password_hash=hashed))
+            changed = {"password_hash": hashed, "sessions_since": time.time()}
+            conn.execute(users.update().where(_U.name == name).values(**changed))
             record(conn, [_user_event(by, "user.password_set", name)])
 
     def disable_user(self, name: str, *, by: str) -> User:
@@ -290,10 +307,39 @@ class AccessRepository:
         with self._db.write() as conn:
             user = _user(self._require(conn, name))
             if user.disabled != disabled:
-                conn.execute(users.update().where(_U.name == name).values(disabled=disabled))
+                changed: dict[str, Any] = {"disabled": disabled}
+                if disabled:  # enabling again must not bring back the sessions of before
+                    changed["sessions_since"] = time.time()
+                conn.execute(users.update().where(_U.name == name).values(**changed))
                 action = "user.disabled" if disabled else "user.enabled"
                 record(conn, [_user_event(by, action, user)])
         return self.get_user(name)
+
+    # -- browser sessions ------------------------------------------------------------------
+
+    def end_session(self, user_name: str, sid: str, expires_at: float) -> None:
+        """Record that the browser session ``sid`` of the user was signed out: it stays void
+        until ``expires_at`` (when its cookie would have expired anyway), restarts included.
+        Ended sessions past their expiry are forgotten in the same transaction."""
+        now = time.time()
+        with self._db.write() as conn:
+            user = _user(self._require(conn, user_name))
+            conn.execute(ended_sessions.delete().where(ended_sessions.c.expires_at <= now))
+            if expires_at > now:
+                gone = sa.select(ended_sessions.c.sid).where(ended_sessions.c.sid == sid)
+                if conn.execute(gone).first() is None:
+                    row = {"sid": sid, "user_id": user.id, "expires_at": expires_at,
+                           "ended_at": now}  # fmt: skip
+                    conn.execute(ended_sessions.insert(), row)
+            record(conn, [_user_event(user_name, "session.signed_out", user)])
+
+    def session_ended(self, sid: str) -> bool:
+        """Whether the browser session ``sid`` was signed out (and has not expired since)."""
+        query = sa.select(ended_sessions.c.sid).where(
+            ended_sessions.c.sid == sid, ended_sessions.c.expires_at > time.time()
+        )
+        with self._db.read() as conn:
+            return conn.execute(query).first() is not None
 
     def _find(self, conn: sa.Connection, name: str, *, lock: bool = True) -> sa.RowMapping | None:
         """The user's row; in a write transaction locked (PostgreSQL) against a concurrent
