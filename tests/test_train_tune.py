@@ -7,6 +7,7 @@ import contextlib
 import functools
 import math
 import multiprocessing
+import pickle
 import sys
 import time
 import uuid
@@ -25,6 +26,7 @@ from meguri.errors import ConfigError
 from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import MetadataStore, Run, RunStatus, open_metadata_store
 from meguri.store.metadata._schema import optuna_journal
+from meguri.store.remote import RemoteMetadataStore
 from meguri.testing._metadata_backends import fresh_postgres_database
 from meguri.train._optuna_journal import MetadataJournalBackend, journal_storage
 from meguri.train._tune import TuneResult, tune
@@ -122,7 +124,7 @@ def _check_trials_are_runs(ws: Workspace, result: TuneResult, n_trials: int) -> 
 def test_journal_round_trips_logs_with_their_numbers(metadata_store: MetadataStore) -> None:
     project = metadata_store.projects.ensure("p", "tester")
     other = metadata_store.projects.ensure("q", "tester")
-    backend = MetadataJournalBackend(metadata_store.db, project.id)
+    backend = MetadataJournalBackend(metadata_store, project.id)
     logs = [
         {"op_code": 0, "worker_id": "w-1", "study_name": "s", "directions": [1]},
         {"op_code": 5, "values": [math.inf], "intermediate_value": -math.inf, "note": "é✓"},
@@ -131,22 +133,42 @@ def test_journal_round_trips_logs_with_their_numbers(metadata_store: MetadataSto
     backend.append_logs(logs[:1])
     backend.append_logs([])
     backend.append_logs(logs[1:])
-    MetadataJournalBackend(metadata_store.db, other.id).append_logs([{"op_code": 9}])
+    MetadataJournalBackend(metadata_store, other.id).append_logs([{"op_code": 9}])
     assert list(backend.read_logs(0)) == logs
     assert list(backend.read_logs(2)) == logs[2:]
     assert list(backend.read_logs(3)) == []
     nan_log = {"op_code": 7, "value": math.nan}
     backend.append_logs([nan_log])
     assert math.isnan(next(iter(backend.read_logs(3)))["value"])
-    assert list(MetadataJournalBackend(metadata_store.db, other.id).read_logs(0)) == [
-        {"op_code": 9}
-    ]
+    assert list(MetadataJournalBackend(metadata_store, other.id).read_logs(0)) == [{"op_code": 9}]
+
+
+def test_the_backend_pickles_as_where_its_store_is_never_its_token(
+    metadata_store: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JournalStorage may be pickled to other processes: the copy reopens the same store (a
+    local one by URL, a remote one by server URL, its token read from MEGURI_TOKEN)."""
+    project = metadata_store.projects.ensure("p", "tester")
+    backend = MetadataJournalBackend(metadata_store, project.id)
+    backend.append_logs([{"op_code": 0, "value": math.inf}])
+    data = pickle.dumps(backend)
+    if isinstance(metadata_store, RemoteMetadataStore):
+        token = metadata_store.worker_environment()["MEGURI_TOKEN"]
+        assert token.encode() not in data
+        monkeypatch.delenv("MEGURI_TOKEN", raising=False)
+        with pytest.raises(ConfigError, match="MEGURI_TOKEN is not set here"):
+            pickle.loads(data)
+        monkeypatch.setenv("MEGURI_TOKEN", token)
+    copy = pickle.loads(data)
+    assert repr(copy) == repr(backend)
+    copy.append_logs([{"op_code": 1}])
+    assert list(backend.read_logs(0)) == [{"op_code": 0, "value": math.inf}, {"op_code": 1}]
 
 
 def _append_many(url: str, project_id: str, worker: int, batches: int, start: Any) -> None:
     store = open_metadata_store(url)
     try:
-        backend = MetadataJournalBackend(store.db, project_id)
+        backend = MetadataJournalBackend(store, project_id)
         start.wait(timeout=60)  # all appenders begin together
         for i in range(batches):
             size = 1 + i % 3
@@ -174,7 +196,7 @@ def test_journal_numbers_logs_without_gaps_under_concurrent_appenders(metadata_u
         seqs = conn.execute(sa.select(optuna_journal.c.seq).order_by("seq")).scalars().all()
     per_worker = sum(1 + i % 3 for i in range(batches))
     assert seqs == list(range(workers * per_worker))
-    logs = list(MetadataJournalBackend(metadata_store.db, project.id).read_logs(0))
+    logs = list(MetadataJournalBackend(metadata_store, project.id).read_logs(0))
     for w in range(workers):  # each batch stays whole and in order
         mine = [(log["batch"], log["item"]) for log in logs if log["worker"] == w]
         assert mine == [(i, j) for i in range(batches) for j in range(1 + i % 3)]
@@ -187,7 +209,7 @@ def test_an_optuna_study_on_our_store_finds_the_optimum(metadata_store: Metadata
     def objective(trial: optuna.Trial) -> float:
         return parabola({"x": trial.suggest_float("x", -5.0, 5.0)}, trial)
 
-    storage = journal_storage(metadata_store.db, project.id)
+    storage = journal_storage(metadata_store, project.id)
     sampler = optuna.samplers.TPESampler(seed=3)
     study = optuna.create_study(
         storage=storage, study_name="s", direction="maximize", sampler=sampler
@@ -199,9 +221,7 @@ def test_an_optuna_study_on_our_store_finds_the_optimum(metadata_store: Metadata
     memory.optimize(objective, n_trials=40)
     assert [t.params for t in memory.trials] == [t.params for t in study.trials]
     # A fresh storage (another process would do the same) replays the study from the store.
-    again = optuna.load_study(
-        study_name="s", storage=journal_storage(metadata_store.db, project.id)
-    )
+    again = optuna.load_study(study_name="s", storage=journal_storage(metadata_store, project.id))
     assert [t.value for t in again.trials] == [t.value for t in study.trials]
     assert again.best_trial.number == study.best_trial.number
 
@@ -231,7 +251,7 @@ class TestOptunaStorageContract(StorageTestCase):
     @pytest.fixture
     def storage(self, shared_store: MetadataStore) -> BaseStorage:
         project = shared_store.projects.ensure(f"contract-{uuid.uuid4().hex}", "tester")
-        return journal_storage(shared_store.db, project.id)
+        return journal_storage(shared_store, project.id)
 
 
 # -- tune() --------------------------------------------------------------------------------------

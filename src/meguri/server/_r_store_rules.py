@@ -439,6 +439,9 @@ RULES: dict[str, Rule] = {
     **_each("access", "set_role remove_role", Rule(A, (PROJECT,), BY)),
     "access.roles": Rule(A, (PROJECT,)),
     "access.role_of": Rule(A, (PROJECT,), grant=_self("user_name")),
+    # tuning: optuna's journal of the project's studies (its trials are runs, ruled above)
+    "tuning.append_logs": Rule(E, (PROJECT,)),
+    "tuning.read_logs": Rule(V, (PROJECT,)),
     # the audit log
     "audit.append": Rule(P, actors=("event.actor",)),
     **_each("audit", "head verify", Rule(P)),
@@ -454,4 +457,6 @@ EXCLUDED: dict[str, str] = {
     "access.authenticate_token": "the server authenticates each caller itself; no token oracle",
     "access.create_token": "a token cannot mint tokens: POST /api/v1/me/tokens from a password "
     "sign-in",
+    "access.end_session": "Studio sessions are the server's own: signing out is POST /logout",
+    "access.session_ended": "Studio sessions are the server's own; no probing of session ids",
 }

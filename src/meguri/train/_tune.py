@@ -18,6 +18,14 @@ or tasks of the executor given, e.g. Ray) each open the same workspace and run
 ends with exactly ``n_trials`` trials. ``timeout`` is a deadline for starting trials: a trial
 already running finishes, so the search may overrun by one trial's duration.
 
+On a platform server's workspace (``MEGURI_SERVER``) the journal and the runs go through the
+server like every other record, as the token's user. Workers reopen the workspace from the
+server's URL and read the token from their environment, never from a pickle: the processes
+this call starts get ``MEGURI_SERVER`` and ``MEGURI_TOKEN`` from it (even when the workspace
+was opened with an explicit token); workers started elsewhere (a Ray cluster) need them in
+their own environment (``runtime_env={"env_vars": ...}``). A worker whose token is another
+user's refuses to start.
+
 Reproducibility: with one worker, the same ``seed`` gives the same sequence of params (the TPE
 sampler is seeded). With several workers, worker ``i`` is seeded ``seed + i`` and samples with
 the ``constant_liar`` heuristic, but which trials each worker sees finished depends on timing,
@@ -27,8 +35,10 @@ so the params drawn are not reproducible run to run; only the trial budget is.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,6 +49,7 @@ from meguri.errors import ConfigError
 from meguri.store import Workspace, default_workspace, open_workspace
 from meguri.store.metadata import RunStatus
 from meguri.store.metadata._engine import sqlite_path
+from meguri.store.remote import RemoteMetadataStore
 from meguri.train._optuna_journal import journal_storage
 from meguri.train._tracking import ActiveRun, start_run
 from meguri.train._zoo_space import Param
@@ -96,25 +107,33 @@ class TuneResult:
 
 @dataclass(frozen=True)
 class _WorkspaceRef:
-    """What a worker process needs to open the same workspace (a Workspace is not picklable)."""
+    """What a worker process needs to open the same workspace (a Workspace is not picklable):
+    a local one's store URLs, or a platform server's URL (the token is never in here: the
+    worker reads ``MEGURI_TOKEN`` from its environment)."""
 
     root: str
-    store_url: str
-    artifacts_url: str
     project: str
     user: str
+    store_url: str | None = None
+    artifacts_url: str | None = None
     encryption_key_file: str | None = None
     """The key file the workspace was opened with (workers must seal what they write too)."""
+    server: str | None = None
+    """The platform server of a remote workspace (then the store URLs are None)."""
 
     @classmethod
     def of(cls, ws: Workspace) -> _WorkspaceRef:
+        if isinstance(ws.metadata, RemoteMetadataStore):
+            return cls(str(ws.root), ws.project.name, ws.user, server=ws.metadata.url)
         url = ws.metadata.db.engine.url.render_as_string(hide_password=False)
         keys = getattr(ws.artifacts, "keys", None)
         path = getattr(keys, "path", None)
         key_file = str(path) if path is not None else None
-        return cls(str(ws.root), url, ws.artifacts.url, ws.project.name, ws.user, key_file)
+        return cls(str(ws.root), ws.project.name, ws.user, url, ws.artifacts.url, key_file)
 
     def open(self) -> Workspace:
+        if self.server is not None:
+            return self._open_remote(self.server)
         return open_workspace(
             self.root,
             store_url=self.store_url,
@@ -123,6 +142,24 @@ class _WorkspaceRef:
             user=self.user,
             encryption_key_file=self.encryption_key_file,
         )
+
+    def _open_remote(self, server: str) -> Workspace:
+        if not os.environ.get("MEGURI_TOKEN"):
+            raise ConfigError(
+                f"A tuning worker reopens the workspace of the meguri server at {server}, but "
+                "MEGURI_TOKEN is not in its environment: tune() gives it to the workers it "
+                "starts; workers started elsewhere (a Ray cluster) need it in theirs, e.g. "
+                "runtime_env={'env_vars': {'MEGURI_TOKEN': ...}}."
+            )
+        ws = open_workspace(self.root, server=server, project=self.project)
+        if ws.user != self.user:  # a worker started earlier, under another token
+            ws.close()
+            raise ConfigError(
+                f"A tuning worker's MEGURI_TOKEN belongs to {ws.user!r}, but the search runs "
+                f"as {self.user!r}: give the workers the searching user's token (or let tune() "
+                "start its own workers)."
+            )
+        return ws
 
 
 @dataclass(frozen=True)
@@ -234,7 +271,7 @@ def _optimize(job: _Job, ws: Workspace) -> None:
         return
     study = optuna.load_study(
         study_name=job.study_name,
-        storage=journal_storage(ws.metadata.db, ws.project.id),
+        storage=journal_storage(ws.metadata, ws.project.id),
         sampler=_sampler(job),
         pruner=job.pruner if job.pruner is not None else optuna.pruners.MedianPruner(),
     )
@@ -287,7 +324,7 @@ def tune(
     ws = workspace or default_workspace()
     _check_budget(n_trials, timeout, parallelism)
     parent_id = parent_run.id if isinstance(parent_run, ActiveRun) else parent_run
-    storage = journal_storage(ws.metadata.db, ws.project.id)
+    storage = journal_storage(ws.metadata, ws.project.id)
     first = _open_study(storage, study_name, direction)
     base = _Job(
         workspace=_WorkspaceRef.of(ws),
@@ -391,18 +428,46 @@ def _run_jobs(jobs: list[_Job], ws: Workspace, executor: Executor | None, parall
     if executor is None and len(jobs) == 1:
         _optimize(jobs[0], ws)  # in this process, on the caller's workspace
         return
+    _check_shareable(ws)
+    owned = executor is None
+    runner = executor or LocalExecutor(workers=parallelism)
+    try:
+        with _worker_environment(ws):
+            runner.map(_work, jobs)
+    finally:
+        if owned:
+            runner.close()
+
+
+def _check_shareable(ws: Workspace) -> None:
+    if isinstance(ws.metadata, RemoteMetadataStore):
+        return  # any process may reach the server
     if sqlite_path(ws.metadata.db.engine.url) is None and ws.metadata.db.is_sqlite:
         raise ConfigError(
             "Parallel tuning needs a metadata store that other processes can open: an in-memory "
             "SQLite store cannot be shared. Use a file (sqlite:///path/meguri.db) or PostgreSQL."
         )
-    owned = executor is None
-    runner = executor or LocalExecutor(workers=parallelism)
+
+
+@contextmanager
+def _worker_environment(ws: Workspace) -> Iterator[None]:
+    """While workers start: a remote workspace's server and token in this process's
+    environment, which the worker processes inherit (restored afterwards). The token so
+    reaches them without being pickled, even when the workspace was opened with ``token=``."""
+    if not isinstance(ws.metadata, RemoteMetadataStore):
+        yield
+        return
+    wanted = ws.metadata.worker_environment()
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
-        runner.map(_work, jobs)
+        yield
     finally:
-        if owned:
-            runner.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _result(study: optuna.Study, first: int) -> TuneResult:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from meguri.store.metadata.repositories.projects import ProjectRepository
     from meguri.store.metadata.repositories.runs import RunRepository
     from meguri.store.metadata.repositories.specs import SpecRepository
+    from meguri.store.metadata.repositories.tuning import TuningJournalRepository
 
 
 class MetadataStore:
@@ -97,6 +98,12 @@ class MetadataStore:
         from meguri.store.metadata.repositories.audit import AuditRepository
 
         return AuditRepository(self.db)
+
+    @cached_property
+    def tuning(self) -> TuningJournalRepository:
+        from meguri.store.metadata.repositories.tuning import TuningJournalRepository
+
+        return TuningJournalRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -14,8 +14,11 @@ What differs from a local store, by design:
   argument (``by``, ``created_by``, ...) with it. ``keep_actors=True`` asks the server to keep
   the names given instead, which only a platform admin may do (replaying a history, the
   contract suite).
-* There is no ``db``: nothing outside the server touches its database. Code that needs one
-  (Optuna's journal storage for tuning) must run where the store is.
+* There is no ``db``: nothing outside the server touches its database (tuning keeps Optuna's
+  journal through the ``tuning`` repository, like everything else).
+* Processes started from this one (parallel tuning workers) reopen the store from
+  :meth:`RemoteMetadataStore.worker_environment` given to them as environment variables: the
+  token travels in the environment of a child process, never in a pickle.
 * ``audit.iter_events`` pages through ``audit.events`` (1,000 events a call), bounded by the
   newest matching event when it starts, instead of holding one database snapshot.
 """
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from meguri.store.metadata.repositories.projects import ProjectRepository
     from meguri.store.metadata.repositories.runs import RunRepository
     from meguri.store.metadata.repositories.specs import SpecRepository
+    from meguri.store.metadata.repositories.tuning import TuningJournalRepository
 
 __all__ = ["SERVER_VARIABLE", "TOKEN_VARIABLE", "RemoteMetadataStore"]
 
@@ -89,6 +93,7 @@ class RemoteMetadataStore(MetadataStore):
     ) -> None:
         # No database: MetadataStore.__init__ is deliberately not called.
         self._server = server_url.rstrip("/")
+        self._token = token  # for worker_environment(); never in repr, logs or pickles
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         if keep_actors:
             headers[ACTORS_HEADER] = "as-given"
@@ -140,6 +145,19 @@ class RemoteMetadataStore(MetadataStore):
             _, message = _envelope(response)
             raise MetadataStoreError(f"The meguri server at {self._server} answered: {message}")
         return str(response.json()["name"])
+
+    def worker_environment(self) -> dict[str, str]:
+        """The environment variables with which a process started from this one opens this
+        same store as the same user (``MEGURI_SERVER``, ``MEGURI_TOKEN``). Secrets go to
+        children through their environment, which is private to them, rather than through
+        pickles, which executors may log, spill to disk or ship to other machines."""
+        return {SERVER_VARIABLE: self._server, TOKEN_VARIABLE: self._token}
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError(
+            "A RemoteMetadataStore is not picklable (its token must not be): pass the server "
+            f"URL and let the other process read {TOKEN_VARIABLE} from its environment"
+        )
 
     def __enter__(self) -> RemoteMetadataStore:
         return self
@@ -195,6 +213,10 @@ class RemoteMetadataStore(MetadataStore):
         paged = _paged_events(cast(AuditRepository, repository))
         repository.iter_events = _like(method_codec("audit", "iter_events"), paged)  # type: ignore[attr-defined]
         return cast(AuditRepository, repository)
+
+    @cached_property
+    def tuning(self) -> TuningJournalRepository:
+        return cast("TuningJournalRepository", self._repository("tuning"))
 
     def _repository(self, name: str) -> RemoteRepository:
         return RemoteRepository(name, self._call)

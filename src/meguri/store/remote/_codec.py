@@ -53,6 +53,7 @@ from meguri.store.metadata.repositories.monitor import MonitorRepository
 from meguri.store.metadata.repositories.projects import ProjectRepository
 from meguri.store.metadata.repositories.runs import MetricHistory, RunRepository
 from meguri.store.metadata.repositories.specs import SpecRepository
+from meguri.store.metadata.repositories.tuning import TuningJournalRepository
 
 __all__ = [
     "ACTORS_HEADER",
@@ -83,6 +84,7 @@ REPOSITORIES: dict[str, type] = {
     "monitor": MonitorRepository,
     "access": AccessRepository,
     "audit": AuditRepository,
+    "tuning": TuningJournalRepository,
 }
 
 

@@ -1,0 +1,1 @@
+from meguri.testing.contract_tuning import *  # noqa: F403
