@@ -389,3 +389,15 @@ def _free_port() -> int:
 
 def test_state_folder_is_inside_the_workspace(trained: Trained) -> None:
     assert Path(trained.ws.root, ".meguri", "deploy").is_dir()
+
+
+def test_status_of_an_endpoint_deployed_from_elsewhere_is_not_running_here(
+    trained: Trained,
+) -> None:
+    """Another checkout of the store (or a client of the platform server) deployed it: this
+    machine has no state folder for it, and says so instead of failing."""
+    ws = trained.ws
+    ws.metadata.deployments.ensure(ws.project.id, "elsewhere", "bc", by="ann")
+    assert not Path(ws.root, ".meguri", "deploy", "elsewhere").exists()
+    found = status("elsewhere", workspace=ws)
+    assert found.url is None and not found.running

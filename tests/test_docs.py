@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel, TypeAdapter
 from typer._click.core import Command
 from typer.core import TyperGroup
 
 from meguri.cli._reference_doc import cli_command, render_cli_reference
-from meguri.spec import ProjectSpec, parse_spec
+from meguri.spec import ProjectSpec, load_yaml, parse_spec
 from meguri.spec._reference_doc import NOTES, iter_sections, render_spec_reference
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -216,7 +215,7 @@ def _spec_examples() -> Iterator[tuple[Path, int, Any, str]]:
     for page in PAGES:
         for index, (info, body) in enumerate(_fenced(page)):
             if info == "yaml":
-                data = yaml.safe_load(body)
+                data = load_yaml(body)  # as meguri reads a spec (YAML 1.2 booleans)
                 if isinstance(data, dict) and set(data) & TOP_KEYS:
                     yield page, index, data, body
 

@@ -30,7 +30,7 @@ from meguri.store.artifacts import (
     StoredArtifact,
     open_artifact_store,
 )
-from meguri.store.artifacts._http import HttpArtifactStore, open_http
+from meguri.store.artifacts._http import HttpArtifactStore
 from meguri.store.artifacts._keys import new_key
 from meguri.testing._artifact_backends import ArtifactServer, shared_server
 
@@ -410,14 +410,3 @@ def test_a_fault_in_a_sealed_object_reaches_the_client_and_never_the_destination
                 assert str(tmp_path) not in str(raised.value)
             assert dest.read_bytes() == b"previous"
             assert [p.name for p in dest.parent.iterdir()] == ["file.bin"]
-
-
-def test_meguri_http_urls_name_the_server_and_project() -> None:
-    with open_http("meguri+http://127.0.0.1:8000/projects/churn", "mgr_SECRET") as store:
-        assert store.url == "http://127.0.0.1:8000/api/v1/projects/churn/artifacts"
-        assert "SECRET" not in repr(store)
-    with open_http("meguri+https://ml.example.com", None) as store:
-        assert store.url == "https://ml.example.com/api/v1/artifacts"
-    for bad in ("http://x", "meguri+http://x/other/path", "meguri+http://x/projects/a/b"):
-        with pytest.raises(ConfigError):
-            open_http(bad, None)

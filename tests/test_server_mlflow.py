@@ -420,10 +420,13 @@ def test_aliases_move_by_meguri_rules_and_production_runs_the_gates(
 ) -> None:
     models = env.ws.metadata.models
     model_id = models.get_model(env.ws.project.id, "churn").id
-    for user in ("vic", "ana"):  # alias moves need the admin role
-        as_user(user)  # type: ignore[operator]
-        with pytest.raises(MlflowException, match="PERMISSION_DENIED"):
-            MlflowClient().set_registered_model_alias("churn", "staging", "1")
+    as_user("vic")  # type: ignore[operator]
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED"):  # a viewer moves nothing
+        MlflowClient().set_registered_model_alias("churn", "staging", "1")
+    as_user("ana")  # type: ignore[operator]
+    with pytest.raises(MlflowException, match=r"PERMISSION_DENIED.*admin role"):
+        MlflowClient().set_registered_model_alias("churn", "production", "2")  # a promotion
+    MlflowClient().set_registered_model_alias("churn", "staging", "1")  # as the REST API allows
     as_user("adm")  # type: ignore[operator]
     client = MlflowClient()
     client.set_registered_model_alias("churn", "staging", "1")

@@ -277,7 +277,10 @@ def _ensure_supervisor(
 
 
 def _supervisor_running(state: Path) -> bool:
-    """True while a supervisor holds the environment's lock."""
+    """True while a supervisor holds the environment's lock (on this machine: an endpoint
+    deployed from another checkout of the store has no state folder here)."""
+    if not state.is_dir():
+        return False
     fd = os.open(state / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

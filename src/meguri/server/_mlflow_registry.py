@@ -9,7 +9,7 @@
 ``GET  model-versions/get``, ``search``              versions (name, run_id, version_number,
                                                      tags)
 ``GET  registered-models/alias``                     the version an alias points at
-``POST registered-models/alias``                     move an alias (admin)
+``POST registered-models/alias``                     move an alias (editor; production: admin)
 ``DELETE registered-models/alias``                   remove an alias (admin)
 ``POST registered-models/create``,                   refused: see below
 ``model-versions/create``
@@ -36,13 +36,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.responses import Response
 
 import meguri.registry as reg
 from meguri.errors import NotFoundError, RegistryError
 from meguri.server import _mlflow_convert as conv
+from meguri.server._access import Access, satisfies
 from meguri.server._deps import WS, ok
 from meguri.server._errors import ApiError
 from meguri.server._mlflow_common import ADMIN, EDITOR, VIEWER, Body
@@ -256,11 +257,19 @@ class AliasMove(AliasRef):
     version: str = Field(min_length=1, max_length=20)
 
 
-@router.post("/registered-models/alias", openapi_extra=ADMIN)
-def set_registered_model_alias(ws: WS, body: AliasMove) -> Response:
-    """Point the alias at the version; ``production`` is a promotion: the gates run first."""
+@router.post("/registered-models/alias", openapi_extra=EDITOR)
+def set_registered_model_alias(request: Request, ws: WS, body: AliasMove) -> Response:
+    """Point the alias at the version, as the REST API does: editors move ordinary aliases;
+    ``production`` is a promotion, for admins only, and the gates run first."""
     version = _version(ws, _model(ws, body.name), body.version)
     if body.alias in reg.PROTECTED_ALIASES:
+        if not satisfies(request.state.role, Access.ADMIN):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"Moving {body.alias!r} is a promotion: it needs the admin role on project "
+                f"{ws.project.name!r}; your role there is {request.state.role}.",
+            )
         reg.promote(version.id, body.alias, workspace=ws)
     else:
         reg.set_alias(version.id, body.alias, workspace=ws)

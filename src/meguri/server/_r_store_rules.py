@@ -179,8 +179,8 @@ def _check(caller: Caller, level: Access, ref: Ref, arguments: dict[str, Any]) -
             raise ApiError(
                 403,
                 "forbidden",
-                f"This needs the {level.value} role on the project of {ref.kind.replace('_', ' ')} "
-                f"{value!r}; your role there is {role}. Ask a project admin.",
+                f"This needs the {level.value} role on {_where(ref.kind, value)}; your role "
+                f"there is {role}. Ask a project admin.",
             )
         kept.append(value)
     key = ref.path.removesuffix("[]")
@@ -460,3 +460,10 @@ EXCLUDED: dict[str, str] = {
     "access.end_session": "Studio sessions are the server's own: signing out is POST /logout",
     "access.session_ended": "Studio sessions are the server's own; no probing of session ids",
 }
+
+
+def _where(kind: str, value: str) -> str:
+    """``project 'prj-…'``, or ``the project of run 'run-…'``."""
+    if kind == "project":
+        return f"project {value!r}"
+    return f"the project of {kind.replace('_', ' ')} {value!r}"

@@ -148,7 +148,8 @@ def _open_remote(
     if token is None:
         raise ConfigError(
             f"MEGURI_SERVER is set ({server}) but MEGURI_TOKEN is not: create an API token "
-            "(`meguri users token create` on the server, or the Studio's account page) and "
+            "(`meguri users token create` on the server, or POST /api/v1/me/tokens once "
+            "signed in) and "
             "export MEGURI_TOKEN, or unset MEGURI_SERVER to use local stores"
         )
     local = artifacts_url or os.environ.get("MEGURI_ARTIFACTS_URL")

@@ -68,7 +68,6 @@ __all__ = [
     "SERVER_VARIABLE",
     "TOKEN_VARIABLE",
     "HttpArtifactStore",
-    "open_http",
     "read_stream",
     "store_stream",
 ]
@@ -79,7 +78,6 @@ ABSENT_HEADER = "X-Meguri-Artifact"
 """Set to ``absent`` on the 404 of a HEAD for a digest that is not stored (a 404 without it
 means the route or the project does not exist)."""
 
-_SCHEMES = {"meguri+http": "http", "meguri+https": "https"}
 
 _CONFIG_CODES = frozenset(
     {"unauthenticated", "bad_token", "forbidden", "bad_host", "bad_origin", "csrf"}
@@ -383,27 +381,6 @@ def _server_url(server: str) -> str:
             "http://host:port (or https://...)."
         )
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
-def open_http(url: str, token: str | None) -> HttpArtifactStore:
-    """The store at a ``meguri+http(s)://host:port[/projects/<name>]`` URL (the form
-    :func:`~meguri.store.artifacts.open_artifact_store` can take)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in _SCHEMES or not sep:
-        raise ConfigError(
-            f"{url!r} is not a meguri server URL: write meguri+http://host:port "
-            "(or meguri+https://...), optionally followed by /projects/<name>."
-        )
-    host, _, path = rest.partition("/")
-    project = None
-    if path:
-        head, _, name = path.strip("/").partition("/")
-        if head != "projects" or not name or "/" in name:
-            raise ConfigError(
-                f"{url!r}: the only path a meguri server URL takes is /projects/<name>."
-            )
-        project = name
-    return HttpArtifactStore(f"{_SCHEMES[scheme]}://{host}", token, project=project)
 
 
 # -- the server's side ----------------------------------------------------------------------
