@@ -39,6 +39,7 @@ The same thread writes two more tables beside the predictions (see :func:`write_
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -309,7 +310,9 @@ class Capture:
 
     def _request_columns(self, records: list[_Record], sizes: Array) -> dict[str, Array]:
         """Per row: its request's id, its index there, the batch time and the latency."""
-        ids = np.concatenate([np.asarray(r.request_ids, dtype=object) for r in records])
+        ids = np.fromiter(
+            itertools.chain.from_iterable(r.request_ids for r in records), dtype=object
+        )
         batch_rows = np.array([len(r.prediction.values) for r in records])
         latency = np.concatenate([(r.predicted - np.asarray(r.started)) * 1000.0 for r in records])
         starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -364,13 +367,16 @@ def write_part(
     # Dictionary pages only where values repeat (model name, version, text inputs): tried on
     # every float column, pyarrow builds a dictionary, finds it too large and falls back, which
     # made writing 4-5x slower and the file larger (the writer shares the server's core).
+    # Statistics only where readers filter (monitor windows select by time): min/max of every
+    # input column would cost writing time and serve no reader.
     repeating = [
         f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"
     ]
-    pq.write_table(table, sink, use_dictionary=repeating)
-    data = sink.getvalue().to_pybytes()
+    filtered = [name for name in ("time", "request_id") if name in table.column_names]
+    pq.write_table(table, sink, use_dictionary=repeating, write_statistics=filtered or False)
+    data: bytes | memoryview = memoryview(sink.getvalue())  # no copy into a bytes object
     if keys is not None:
-        data = seal_part(data, path, keys)
+        data = seal_part(bytes(data), path, keys)
     fs.makedirs(folder, exist_ok=True)
     write_bytes(fs, path, data, local=local)
     return path

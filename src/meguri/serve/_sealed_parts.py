@@ -149,7 +149,7 @@ def open_part(raw: bytes, path: str, keys: KeyRing | None) -> bytes:
         ) from None
 
 
-def write_bytes(fs: Any, path: str, data: bytes, *, local: bool) -> None:
+def write_bytes(fs: Any, path: str, data: bytes | memoryview, *, local: bool) -> None:
     """Write ``data`` to ``path`` whole: locally to a hidden temp name, then renamed (readers
     never see half a file); elsewhere one put, which object stores make atomic."""
     if not local:
