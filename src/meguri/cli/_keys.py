@@ -28,7 +28,6 @@ from rich.table import Table
 from meguri.errors import ConfigError
 
 if TYPE_CHECKING:
-    from meguri.serve._sealed_parts import PartsRotation
     from meguri.store.artifacts import EncryptedArtifactStore, KeyRing, RotationReport
 
 keys_app = typer.Typer(
@@ -135,7 +134,7 @@ def status(key_file: KeyFile) -> None:
     _warn_plain_cache(console)
 
 
-def _reseal_captures(console: Console, keys: KeyRing) -> PartsRotation:
+def _reseal_captures(console: Console, keys: KeyRing) -> RotationReport:
     """Seal the workspace's prediction captures, system samples and feedback (every
     environment under ``.meguri/capture``) with the current key, as the artifacts were: an old
     key may only be dropped once nothing needs it. Captures kept elsewhere (``--capture-url``)

@@ -45,17 +45,16 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meguri.errors import ConfigError, MeguriError, MonitorError
 
 if TYPE_CHECKING:
+    from meguri.store.artifacts._encrypted import RotationReport
     from meguri.store.artifacts._keys import KeyRing
 
 __all__ = [
     "PART_NAME",
-    "PartsRotation",
     "keys_from_environment",
     "layout_path",
     "open_part",
@@ -168,28 +167,9 @@ def write_bytes(fs: Any, path: str, data: bytes | memoryview, *, local: bool) ->
 
 
 # -- rotation ----------------------------------------------------------------------------------
-@dataclass
-class PartsRotation:
-    """What :func:`reseal_parts` did, part by part (as the artifact store's RotationReport)."""
-
-    key_id: str
-    current: int = 0
-    """Parts already sealed with the current key (left as they were)."""
-    resealed: int = 0
-    """Parts sealed with an older key, now sealed with the current one."""
-    encrypted: int = 0
-    """Parts in clear (written before encryption was on), now sealed."""
-    failed: dict[str, str] = field(default_factory=dict)
-    """Path → why it could not be redone (left as it was)."""
-
-    @property
-    def done(self) -> bool:
-        return not self.failed
-
-
 def reseal_parts(
     url: str, keys: KeyRing, on_part: Callable[[str], None] | None = None
-) -> PartsRotation:
+) -> RotationReport:
     """Seal every capture part under ``url`` (any depth: a workspace's ``.meguri/capture``
     holds one folder per environment) with the ring's current key, one atomic rewrite per part.
 
@@ -199,10 +179,12 @@ def reseal_parts(
     itself (with the key it started with: restart servers after adding a key)."""
     import fsspec
 
+    from meguri.store.artifacts._encrypted import RotationReport
+
     fs, root = fsspec.core.url_to_fs(url)
     protocol = fs.protocol
     local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
-    report = PartsRotation(keys.current.id)
+    report = RotationReport(keys.current.id)  # the artifact store's report: parts by path
     paths = fs.find(root) if fs.exists(root) else []
     for path in sorted(str(p) for p in paths if PART_NAME.fullmatch(str(p).rsplit("/", 1)[-1])):
         try:

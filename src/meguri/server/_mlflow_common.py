@@ -14,6 +14,7 @@ from meguri.errors import NotFoundError
 from meguri.server._access import Access, access
 from meguri.server._errors import ApiError
 from meguri.server._mlflow_convert import DEFAULT_EXPERIMENT, DEFAULT_ID
+from meguri.server._runs_shared import experiment_by_id
 from meguri.store import Workspace
 from meguri.store.metadata import Experiment, Run
 
@@ -65,13 +66,7 @@ def experiment_of(ws: Workspace, experiment_id: str) -> Experiment:
     experiment, created on first use); 404 for an experiment of another project."""
     if experiment_id == DEFAULT_ID:
         return ws.metadata.runs.ensure_experiment(ws.project.id, DEFAULT_EXPERIMENT, ws.user)
-    try:
-        found = ws.metadata.runs.get_experiment(experiment_id)
-    except NotFoundError:
-        found = None
-    if found is None or found.project_id != ws.project.id:
-        raise NotFoundError(f"No experiment {experiment_id!r} in project {ws.project.name!r}.")
-    return found
+    return experiment_by_id(ws, experiment_id)
 
 
 def active_experiment(ws: Workspace, experiment_id: str) -> Experiment:
