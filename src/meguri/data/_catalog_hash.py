@@ -35,7 +35,6 @@ folder of mode 700 (``tempfile.TemporaryDirectory``), removed in ``finally``.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ import orjson
 import polars as pl
 
 from meguri.data._source_checks import type_name
+from meguri.store.artifacts._memory import memory_file, memory_files_available
 
 __all__ = ["HASH_BATCH_ROWS", "content_hash", "file_content_hash", "parquet_file", "schema_of"]
 
@@ -107,13 +107,8 @@ def parquet_file(
 
     Where the file is (see the module docstring): in ``folder`` when given; else in memory
     when ``private`` (the default); else in a temporary folder of mode 700."""
-    if (
-        folder is None
-        and private
-        and hasattr(os, "memfd_create")
-        and Path("/proc/self/fd").is_dir()
-    ):
-        with _memory_file() as path:
+    if folder is None and private and memory_files_available():
+        with memory_file("dataset") as (path, _):
             _write(frame, path)
             yield path
         return
@@ -130,14 +125,3 @@ def _write(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
         )
     else:
         frame.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
-
-
-@contextmanager
-def _memory_file() -> Iterator[Path]:
-    """An anonymous in-memory file, by its path ``/proc/self/fd/N`` (closed, hence freed,
-    on exit). Opening that path opens the same file, as readers and writers here do."""
-    fd = os.memfd_create("meguri-dataset", os.MFD_CLOEXEC)
-    try:
-        yield Path(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)

@@ -27,13 +27,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from meguri.errors import ConfigError
+from meguri.store.artifacts._memory import memory_file, memory_files_available
 
 __all__ = ["LoadFigures", "load_test", "main"]
 
@@ -134,7 +135,7 @@ def _private_files() -> Iterator[_MakeFile]:
     """A maker of files for a child process: ``make(name, data)`` gives the path the child
     opens and the descriptor to pass it (-1: none). In-memory files where the system has
     them, else files in a temporary folder of mode 700; all closed or removed on exit."""
-    if not (hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")):
+    if not memory_files_available():
         with tempfile.TemporaryDirectory(prefix="meguri-load-") as folder:
 
             def on_disk(name: str, data: bytes) -> tuple[str, int]:
@@ -144,21 +145,16 @@ def _private_files() -> Iterator[_MakeFile]:
 
             yield on_disk
         return
-    fds: list[int] = []
+    with ExitStack() as files:
 
-    def in_memory(name: str, data: bytes) -> tuple[str, int]:
-        fd = os.memfd_create(f"meguri-{name}")  # close-on-exec: a child gets it by pass_fds
-        fds.append(fd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        return f"/proc/self/fd/{fd}", fd
+        def in_memory(name: str, data: bytes) -> tuple[str, int]:
+            path, fd = files.enter_context(memory_file(name))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return str(path), fd
 
-    try:
         yield in_memory
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def _from_wrk(fields: list[str], concurrency: int) -> LoadFigures:

@@ -1,4 +1,5 @@
-"""A private folder in memory (tmpfs) for plaintext that must not reach the disk.
+"""A private folder in memory (tmpfs), and anonymous in-memory files, for plaintext that must
+not reach the disk.
 
 With encryption at rest on, a model package still has to exist as files for the processes
 that serve it (workers read a folder), but those files must not land in the workspace in
@@ -11,6 +12,10 @@ system encrypts or not (that is its setting, not ours).
 and, if it already exists, accepted only when it is a real folder (not a link), owned by this
 user and closed to others: another user who created it first could otherwise read what we
 write or swap in files of their own.
+
+:func:`memory_file` is an anonymous in-memory file (Linux ``memfd_create``), reached by the path
+``/proc/self/fd/N`` that libraries (Polars, a child process given the descriptor) open like any
+other: it has no name in any filesystem and is freed once closed, also when the process dies.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from meguri.errors import ConfigError
 
-__all__ = ["memory_cache_folder"]
+__all__ = ["memory_cache_folder", "memory_file", "memory_files_available"]
 
 _MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 
@@ -90,3 +96,20 @@ def _ensure_private(folder: Path) -> None:
             "others), so decrypted model packages cannot be kept there. Remove it (it is "
             "only a cache) and try again."
         )
+
+
+def memory_files_available() -> bool:
+    """Whether :func:`memory_file` works here (Linux with ``/proc``)."""
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+@contextlib.contextmanager
+def memory_file(name: str) -> Iterator[tuple[Path, int]]:
+    """An anonymous in-memory file: its path ``/proc/self/fd/N`` and descriptor ``N``
+    (close-on-exec: a child process gets it only through ``pass_fds``); closed, hence freed,
+    on exit. Check :func:`memory_files_available` first."""
+    fd = os.memfd_create(f"meguri-{name}", os.MFD_CLOEXEC)
+    try:
+        yield Path(f"/proc/self/fd/{fd}"), fd
+    finally:
+        os.close(fd)
