@@ -43,7 +43,7 @@ import polars as pl
 
 from meguri.serve._capture import FEEDBACK_FOLDER
 from meguri.serve._metrics import LATENCY_BUCKETS, histogram_quantile
-from meguri.serve._sealed_parts import keys_from_environment, open_part
+from meguri.serve._sealed_parts import is_local, keys_from_environment, open_part
 from meguri.serve._system import SYSTEM_FOLDER
 from meguri.store._workspace import STATE_DIR
 
@@ -177,8 +177,7 @@ class _CaptureFiles:
         import fsspec
 
         self.fs, self.root = fsspec.core.url_to_fs(url)
-        protocol = self.fs.protocol
-        self.local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
+        self.local = is_local(self.fs)
         self.keys = keys_from_environment() if isinstance(keys, str) else keys
 
     def frames(

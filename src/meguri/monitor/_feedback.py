@@ -38,6 +38,7 @@ from meguri.serve._capture import (
     feedback_schema,
     write_part,
 )
+from meguri.serve._sealed_parts import is_local
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
@@ -248,8 +249,6 @@ def _write(url: str, frame: pl.DataFrame, keys: KeyRing | None) -> str:
     table = frame.with_columns(time=pl.lit(moment, dtype=pl.Datetime("us", "UTC"))).to_arrow()
     table = table.select(["request_id", "row", "label", "time"]).cast(feedback_schema())
     fs, root = fsspec.core.url_to_fs(url)
-    protocol = fs.protocol
-    local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
     folder = f"{root}/{FEEDBACK_FOLDER}/date={day}"
-    path: str = write_part(fs, folder, table, local=local, keys=keys)
+    path: str = write_part(fs, folder, table, local=is_local(fs), keys=keys)
     return path

@@ -54,7 +54,7 @@ import numpy as np
 
 from meguri.serve._metrics import Metrics
 from meguri.serve._model import Array, Prediction
-from meguri.serve._sealed_parts import keys_from_environment, seal_part, write_bytes
+from meguri.serve._sealed_parts import is_local, keys_from_environment, seal_part, write_bytes
 from meguri.serve._signature import Output, Signature
 from meguri.serve._system import SYSTEM_FOLDER, SystemSample, SystemSampler, system_table
 from meguri.serve._validate import BadRequest, Batch, MatrixBatch
@@ -120,7 +120,7 @@ class Capture:
         # variables' setting, as the artifact store reads it (servers are started with it).
         self.keys = keys_from_environment() if isinstance(keys, str) else keys
         self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.local = "file" in _protocols(self.fs)
+        self.local = is_local(self.fs)
         self.rate = min(max(rate, 0.0), 1.0)
         self.name, self.version, self.signature = name, version, signature
         self.flush_seconds, self.flush_rows, self.max_rows = (
@@ -390,11 +390,6 @@ def _by_date(records: list[_T]) -> dict[str, list[_T]]:
         datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d"): group
         for day, group in days.items()
     }
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 # -- feedback (ground truth by request id) ---------------------------------------------------

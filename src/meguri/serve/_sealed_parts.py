@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PART_NAME",
+    "is_local",
     "keys_from_environment",
     "layout_path",
     "open_part",
@@ -148,6 +149,12 @@ def open_part(raw: bytes, path: str, keys: KeyRing | None) -> bytes:
         ) from None
 
 
+def is_local(fs: Any) -> bool:
+    """Whether the fsspec filesystem ``fs`` is the local disk (``write_bytes``'s ``local``)."""
+    protocol = fs.protocol
+    return "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
+
+
 def write_bytes(fs: Any, path: str, data: bytes | memoryview, *, local: bool) -> None:
     """Write ``data`` to ``path`` whole: locally to a hidden temp name, then renamed (readers
     never see half a file); elsewhere one put, which object stores make atomic."""
@@ -182,8 +189,7 @@ def reseal_parts(
     from meguri.store.artifacts._encrypted import RotationReport
 
     fs, root = fsspec.core.url_to_fs(url)
-    protocol = fs.protocol
-    local = "file" in ((protocol,) if isinstance(protocol, str) else tuple(protocol))
+    local = is_local(fs)
     report = RotationReport(keys.current.id)  # the artifact store's report: parts by path
     paths = fs.find(root) if fs.exists(root) else []
     for path in sorted(str(p) for p in paths if PART_NAME.fullmatch(str(p).rsplit("/", 1)[-1])):
