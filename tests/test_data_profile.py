@@ -79,6 +79,15 @@ def test_correlations_match_pandas(cancer: pl.DataFrame) -> None:
         assert value == pytest.approx(target[name], abs=1e-12)
 
 
+def test_boolean_target_correlations_count_it_as_zero_one(mixed: pl.DataFrame) -> None:
+    result = profile(mixed, target="flag")
+    frame = mixed.to_pandas()
+    expected = frame[["x", "ints", "y"]].corrwith(frame["flag"].astype(float))
+    assert set(result.target_correlations) == {"x", "ints", "y"}
+    for name, value in result.target_correlations.items():
+        assert value == pytest.approx(expected[name], abs=1e-12)
+
+
 def test_nans_and_nulls_are_missing_and_skipped(mixed: pl.DataFrame) -> None:
     result = profile(mixed, bins=7)
     x = result.column("x")
@@ -174,17 +183,24 @@ def test_html_report_is_self_contained(cancer: pl.DataFrame) -> None:
     assert 'id="correlations"' in page
 
 
-def test_profile_pass_count_is_two(mixed: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
+def test_profile_passes(mixed: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pass over every column, then one read of each numeric column alone (for its sort)."""
+    widths: list[int] = []
     original = pl.LazyFrame.collect
 
     def counting(self: pl.LazyFrame, *args: object, **kwargs: object) -> pl.DataFrame:
-        calls.append(1)
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+        result = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        widths.append(result.width)
+        return result
 
     monkeypatch.setattr(pl.LazyFrame, "collect", counting)
     profile(mixed.lazy(), target="y")
-    assert len(calls) == 2
+    numeric = ["x", "ints", "y"]
+    assert len(widths) == 1 + len(numeric)
+    assert widths[1:] == [1] * len(numeric)
+    widths.clear()
+    profile(mixed, target="y")  # in memory: the sorts read the columns it holds
+    assert len(widths) == 1
 
 
 def test_datetime_columns() -> None:

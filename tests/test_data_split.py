@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meguri.data import _split
 from meguri.data._split import PARTS, check_leakage, digest, replay_split, split
 from meguri.errors import DataError
 from meguri.spec import SplitSpec
@@ -188,3 +189,21 @@ def test_a_consuming_split_gives_the_same_parts_and_empties_the_frame(method: st
     for name in PARTS:
         assert getattr(taken, name).equals(getattr(kept, name))
     assert taken.record() == kept.record()
+
+
+def test_stratified_cut_points_equal_the_ranking_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few classes take each class's cut points off its sorted hashes; many take a ranking
+    window: the same parts, with duplicate rows (tied hashes) and a null class."""
+    rng = np.random.default_rng(11)
+    n = 3_000
+    labels = rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]).astype(object)
+    labels[rng.choice(n, 40, replace=False)] = None
+    df = pl.DataFrame({"x": rng.integers(0, 50, n), "label": pl.Series(labels, dtype=pl.String)})
+    df = pl.concat([df, df.head(500)])  # 500 duplicated rows: ties in the row hash
+    spec = SplitSpec(method="stratified", by="label", seed=5)
+    few = split(df, spec)
+    monkeypatch.setattr(_split, "_FEW_CLASSES", 0)
+    window = split(df, spec)
+    for name in PARTS:
+        assert few.parts()[name].equals(window.parts()[name])
+    assert few.record() == window.record()

@@ -1,8 +1,13 @@
 """Dataset profiles: per-column statistics, histograms, top values and correlations.
 
-:func:`profile` builds every statistic of every column as one Polars ``select`` and collects it
-once, so the data is read in a single pass (Polars runs the expressions in parallel). Only the
-results (a few numbers per column, at most ``bins`` and ``top`` entries) reach Python.
+:func:`profile` builds the counts, moments, top values and correlations of every column as one
+Polars ``select`` and collects it once (Polars runs the expressions in parallel). The order
+statistics of a numeric column (minimum, maximum, quantiles, distinct values, histogram) all
+come from one sort of its present values, one column at a time: quantiles are then lookups,
+distinct values a comparison of neighbours and the histogram a binary search per bin edge,
+where a hash table for the distinct count and a selection per quantile cost twice as much.
+Only the results (a few numbers per column, at most ``bins`` and ``top`` entries) reach
+Python.
 
 Definitions (the tests check each against numpy/pandas on the same rows):
 
@@ -210,9 +215,10 @@ def profile(
 ) -> DatasetProfile:
     """Profile every column of ``frame`` (see the module docstring for the definitions).
 
-    Two passes over the data: one for every statistic but the histograms, one for the
-    histograms (whose edges need the minimum and maximum). ``target`` adds each numeric
-    column's correlation with it (a boolean target counts as 0/1).
+    One pass over the data for the counts, moments, top values and correlations, then one
+    sort per numeric column for its order statistics and histogram (a lazy ``frame`` is read
+    one such column at a time). ``target`` adds each numeric column's correlation with it (a
+    boolean target counts as 0/1).
     """
     if bins < 1 or top < 0:
         raise DataError(f"bins must be at least 1 and top at least 0 (got {bins}, {top})")
@@ -230,13 +236,19 @@ def profile(
         exprs += _column_exprs(name, dtype, kinds[name], top)
     exprs += _correlation_exprs(numeric, schema, target)
     row = lazy.select(exprs).collect().row(0, named=True)
-    plain = [_column_from(row, name, str(dtype), kinds[name]) for name, dtype in schema.items()]
+    columns = []
+    for name, dtype in schema.items():
+        column = _column_from(row, name, str(dtype), kinds[name])
+        if kinds[name] == "numeric":
+            column = _with_order_statistics(column, _sorted_present(frame, name, dtype), bins)
+        columns.append(column)
+    correlations = _matrix_from(row, numeric)
     return DatasetProfile(
         rows=int(row["rows"]),
-        columns=_with_histograms(lazy, schema, plain, bins),
-        correlations=_matrix_from(row, numeric),
+        columns=tuple(columns),
+        correlations=correlations,
         target=target,
-        target_correlations=_target_from(row, numeric, target, schema),
+        target_correlations=_target_from(row, correlations, target, schema),
     )
 
 
@@ -257,7 +269,7 @@ def _column_exprs(name: str, dtype: pl.DataType, kind: Kind, top: int) -> list[p
         col.null_count().alias(_out(name, "nulls")),
         (col.is_nan().sum() if dtype.is_float() else pl.lit(0)).alias(_out(name, "nans")),
     ]
-    if kind != "other":
+    if kind not in ("other", "numeric"):  # a numeric column's comes from its sort
         exprs.append(x.drop_nulls().n_unique().alias(_out(name, "distinct")))
     if kind == "numeric":
         exprs += _numeric_exprs(name, x)
@@ -269,34 +281,22 @@ def _column_exprs(name: str, dtype: pl.DataType, kind: Kind, top: int) -> list[p
 
 
 def _numeric_exprs(name: str, x: pl.Expr) -> list[pl.Expr]:
-    quantiles = list(QUANTILES.values())
-    return [
-        x.min().cast(pl.Float64).alias(_out(name, "min")),
-        x.max().cast(pl.Float64).alias(_out(name, "max")),
-        x.mean().alias(_out(name, "mean")),
-        x.std().alias(_out(name, "std")),
-        x.quantile(quantiles, interpolation="linear").alias(_out(name, "quantiles")),
-    ]
+    return [x.mean().alias(_out(name, "mean")), x.std().alias(_out(name, "std"))]
 
 
-def _below_expr(name: str, dtype: pl.DataType, edges: Sequence[float]) -> pl.Expr:
-    """How many present values lie below each inner edge: one cheap comparison per edge."""
-    x = _present(name, dtype).cast(pl.Float64)
-    below = [(x < edge).sum() for edge in edges[1:-1]]
-    return (pl.concat_list(below) if below else pl.lit([], pl.List(pl.UInt32))).alias(name)
+def _sorted_present(frame: pl.LazyFrame | pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Series:
+    """The present values of column ``name``, sorted (a lazy frame reads that column alone)."""
+    if isinstance(frame, pl.LazyFrame):
+        values = frame.select(pl.col(name)).collect().to_series()
+    else:
+        values = frame.get_column(name)
+    if dtype.is_float():
+        values = values.fill_nan(None)
+    return values.drop_nulls().sort()
 
 
-def _range(low: Any, high: Any) -> tuple[Any, Any]:
-    """numpy's histogram range: ``(min, max)``, widened by 0.5 each side when they are equal.
-
-    Works on Polars expressions and on plain floats alike.
-    """
-    if isinstance(low, pl.Expr):
-        same = low == high
-        return (
-            pl.when(same).then(low - 0.5).otherwise(low),
-            pl.when(same).then(high + 0.5).otherwise(high),
-        )
+def _range(low: float, high: float) -> tuple[float, float]:
+    """numpy's histogram range: ``(min, max)``, widened by 0.5 each side when they are equal."""
     return (low - 0.5, high + 0.5) if low == high else (low, high)
 
 
@@ -327,7 +327,7 @@ def _correlation_exprs(
         for b in numeric[i + 1 :]
     ]
     y = _numeric_target(target, schema)
-    if y is not None:
+    if y is not None and target not in present:  # a numeric target's are in the matrix
         exprs += [
             pl.corr(present[name], y).alias(_out(name, "target_corr"))
             for name in numeric
@@ -365,43 +365,43 @@ def _column_from(row: Mapping[str, Any], name: str, dtype: str, kind: Kind) -> C
 
 
 def _numeric_from(stat: Any) -> NumericStats:
-    values = stat("quantiles") or [None] * len(QUANTILES)
+    """The moments; the order statistics are added by :func:`_with_order_statistics`."""
     return NumericStats(
-        min=_number(stat("min")),
-        max=_number(stat("max")),
+        min=None,
+        max=None,
         mean=_number(stat("mean")),
         std=_number(stat("std")),
-        quantiles={key: _number(v) for key, v in zip(QUANTILES, values, strict=True)},
+        quantiles=dict.fromkeys(QUANTILES),
         histogram=None,
     )
 
 
-def _with_histograms(
-    lazy: pl.LazyFrame, schema: pl.Schema, columns: list[ColumnProfile], bins: int
-) -> tuple[ColumnProfile, ...]:
-    """The second pass: count the values below each inner bin edge, for every column at once."""
-    edges = {c.name: _edges(c.numeric, bins) for c in columns if c.numeric and c.count}
-    if not edges:
-        return tuple(columns)
-    exprs = [_below_expr(name, schema[name], e) for name, e in edges.items()]
-    below = lazy.select(exprs).collect().row(0, named=True)
-    return tuple(
-        _add_histogram(c, edges[c.name], below[c.name]) if c.name in edges else c for c in columns
-    )
-
-
-def _edges(stats: NumericStats, bins: int) -> list[float]:
-    assert stats.min is not None and stats.max is not None
-    first, last = _range(stats.min, stats.max)
-    return [float(e) for e in np.linspace(first, last, bins + 1)]
-
-
-def _add_histogram(column: ColumnProfile, edges: list[float], below: list[int]) -> ColumnProfile:
-    cumulative = [0, *below, column.count]
-    counts = tuple(int(b - a) for a, b in itertools.pairwise(cumulative))
+def _with_order_statistics(column: ColumnProfile, ordered: pl.Series, bins: int) -> ColumnProfile:
+    """``column`` with its minimum, maximum, quantiles, distinct count and histogram, all read
+    off ``ordered`` (its present values, sorted): the histogram counts the values below each
+    inner bin edge by binary search (bin ``i`` holds ``edges[i] <= x < edges[i + 1]``, the
+    last bin also its right edge), exactly ``numpy.histogram``."""
     assert column.numeric is not None
-    numeric = dataclasses.replace(column.numeric, histogram=Histogram(tuple(edges), counts))
-    return dataclasses.replace(column, numeric=numeric)
+    if ordered.is_empty():
+        return dataclasses.replace(column, distinct=0)
+    low, high = float(ordered[0]), float(ordered[-1])
+    quantiles = {
+        key: _number(ordered.quantile(q, interpolation="linear")) for key, q in QUANTILES.items()
+    }
+    edges = [float(e) for e in np.linspace(*_range(low, high), bins + 1)]
+    exact = ordered.dtype.is_integer() or ordered.dtype.is_float()  # else Decimal: as floats
+    values = (ordered if exact else ordered.cast(pl.Float64)).to_numpy()
+    below = np.searchsorted(values, edges[1:-1], side="left")
+    cumulative = [0, *below.tolist(), ordered.len()]
+    counts = tuple(int(b - a) for a, b in itertools.pairwise(cumulative))
+    numeric = dataclasses.replace(
+        column.numeric,
+        min=_number(low),
+        max=_number(high),
+        quantiles=quantiles,
+        histogram=Histogram(tuple(edges), counts),
+    )
+    return dataclasses.replace(column, distinct=ordered.n_unique(), numeric=numeric)
 
 
 def _value_counts(entries: Iterable[Mapping[str, Any]], name: str) -> Iterable[ValueCount]:
@@ -433,11 +433,16 @@ def _matrix_from(row: Mapping[str, Any], numeric: Sequence[str]) -> Correlations
 
 
 def _target_from(
-    row: Mapping[str, Any], numeric: Sequence[str], target: str | None, schema: pl.Schema
+    row: Mapping[str, Any], matrix: Correlations, target: str | None, schema: pl.Schema
 ) -> dict[str, float | None]:
-    if _numeric_target(target, schema) is None:
+    """Each numeric column's correlation with the target: read off the matrix when the target
+    is one of its columns, else (a boolean target) computed beside it."""
+    numeric = matrix.columns
+    if target is None or _numeric_target(target, schema) is None:
         return {}
-    return {name: _number(row[_out(name, "target_corr")]) for name in numeric if name != target}
+    if target in numeric:
+        return {name: matrix.get(name, target) for name in numeric if name != target}
+    return {name: _number(row[_out(name, "target_corr")]) for name in numeric}
 
 
 # -- JSON --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from meguri.data._steps_base import unknown_column
@@ -98,8 +99,17 @@ def _details(method: str, by: str | None, parts: dict[str, pl.DataFrame]) -> dic
 
 
 def _class_counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
-    counts = frame.get_column(by).cast(pl.String).fill_null("null").value_counts(name="n")
-    return {str(value): int(n) for value, n in counts.sort(by).iter_rows()}
+    """Rows per class, by the class as text (``"null"`` for a null), in the order of the text.
+
+    Counted on the column itself; only the few classes are turned into text."""
+    counts = frame.get_column(by).value_counts(name="n")
+    named = {_class_text(value): int(n) for value, n in counts.iter_rows()}
+    return dict(sorted(named.items()))
+
+
+def _class_text(value: Any) -> str:
+    """A class as text: what casting its column to ``pl.String`` gives (``"null"`` for null)."""
+    return "null" if value is None else str(pl.Series([value]).cast(pl.String)[0])
 
 
 def _bounds(frame: pl.DataFrame, by: str) -> list[str] | None:
@@ -129,8 +139,8 @@ def split(
     # widening the whole table with helper columns would copy it.
     hashes = frame.hash_rows(seed=spec.seed).alias(_HASH)
     keys = pl.DataFrame([hashes, *([frame.get_column(by)] if by is not None else [])])
-    part = _ASSIGN[spec.method](keys, spec, by)
-    masks = {name: part == name for name in PARTS}
+    part = _ASSIGN[spec.method](keys, spec, by)  # each row's part, as its index in PARTS
+    masks = {name: part == code for code, name in enumerate(PARTS)}
     del keys, part
     rows = _take(frame, masks) if consume else {n: frame.filter(m) for n, m in masks.items()}
     result = SplitResult(
@@ -194,6 +204,13 @@ def _by(frame: pl.DataFrame, spec: SplitSpec, target: str | None) -> str | None:
     return by
 
 
+def _cut_ranks(n: int, spec: SplitSpec) -> tuple[int, int]:
+    """:func:`_cuts` of ``n`` rows as plain numbers."""
+    train, upto_validation = _cuts(n, spec)
+    row = pl.select(train.alias("train"), upto_validation.alias("upto_validation")).row(0)
+    return int(row[0]), int(row[1])
+
+
 def _cuts(n: pl.Expr | int, spec: SplitSpec) -> tuple[pl.Expr, pl.Expr]:
     """The last rank (1-based) of train and of validation among ``n`` rows."""
     total = pl.lit(n) if isinstance(n, int) else n
@@ -202,15 +219,15 @@ def _cuts(n: pl.Expr | int, spec: SplitSpec) -> tuple[pl.Expr, pl.Expr]:
     return train, upto_validation
 
 
+def _part(train: pl.Expr, validation: pl.Expr) -> pl.Expr:
+    """The part's index in :data:`PARTS`: train where ``train`` holds, else validation where
+    ``validation`` holds, else test."""
+    return pl.when(train).then(0).when(validation).then(1).otherwise(2).cast(pl.UInt8)
+
+
 def _by_rank(rank: pl.Expr, n: pl.Expr | int, spec: SplitSpec) -> pl.Expr:
     train, upto_validation = _cuts(n, spec)
-    return (
-        pl.when(rank <= train)
-        .then(pl.lit("train"))
-        .when(rank <= upto_validation)
-        .then(pl.lit("validation"))
-        .otherwise(pl.lit("test"))
-    )
+    return _part(rank <= train, rank <= upto_validation)
 
 
 def _random(frame: pl.DataFrame, spec: SplitSpec, by: str | None) -> pl.Series:
@@ -218,10 +235,33 @@ def _random(frame: pl.DataFrame, spec: SplitSpec, by: str | None) -> pl.Series:
     return frame.select(_by_rank(rank, frame.height, spec)).to_series()
 
 
+_FEW_CLASSES = 32
+
+
 def _stratified(frame: pl.DataFrame, spec: SplitSpec, by: str | None) -> pl.Series:
+    """Within each class, the rank of a row's hash decides its part. With few classes (of a
+    type without NaN) each class's cut points are read off its sorted hashes instead: a row
+    whose hash is at most the ``k``-th smallest of its class has a ``"min"`` rank of at most
+    ``k``, so the parts are the same, for one sort per class instead of a ranking window."""
     assert by is not None
-    rank = pl.col(_HASH).rank("min").over(by)
-    return frame.select(_by_rank(rank, pl.len().over(by), spec)).to_series()
+    column = frame.get_column(by)
+    classes = column.unique()
+    if column.dtype.is_float() or classes.len() > _FEW_CLASSES:
+        rank = pl.col(_HASH).rank("min").over(by)
+        return frame.select(_by_rank(rank, pl.len().over(by), spec)).to_series()
+    hashes = frame.get_column(_HASH)
+    values = hashes.to_numpy()
+    codes = np.full(frame.height, 2, dtype=np.uint8)
+    for value in classes:
+        member = column.eq_missing(value)
+        ordered = hashes.filter(member).sort().to_numpy()
+        train, upto_validation = _cut_ranks(ordered.size, spec)
+        inside = member.to_numpy()
+        if upto_validation:
+            codes[inside & (values <= ordered[upto_validation - 1])] = 1
+        if train:
+            codes[inside & (values <= ordered[train - 1])] = 0
+    return pl.Series(_PART, codes)
 
 
 def _group(frame: pl.DataFrame, spec: SplitSpec, by: str | None) -> pl.Series:
@@ -230,14 +270,7 @@ def _group(frame: pl.DataFrame, spec: SplitSpec, by: str | None) -> pl.Series:
     groups = frame.select(key).group_by("__group").len().sort("__group")
     middle = pl.col("len").cum_sum() - pl.col("len") / 2
     train, upto_validation = _cuts(frame.height, spec)
-    part = (
-        pl.when(middle < train)
-        .then(pl.lit("train"))
-        .when(middle < upto_validation)
-        .then(pl.lit("validation"))
-        .otherwise(pl.lit("test"))
-    )
-    groups = groups.with_columns(part.alias(_PART))
+    groups = groups.with_columns(_part(middle < train, middle < upto_validation).alias(_PART))
     rows = frame.select(key).join(groups, on="__group", how="left", maintain_order="left")
     return rows.get_column(_PART)
 
