@@ -1,9 +1,11 @@
 """The monitor's ``/metrics``: the text format (escaping, HELP/TYPE, alert states), the raw ASGI
-app, and a real Prometheus (Debian's package) scraping it on loopback."""
+app, and a real Prometheus (Debian's package) scraping on loopback both the standalone exporter
+and the platform server's ``/api/v1/projects/{project}/metrics`` (with a bearer token)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -12,7 +14,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from meguri.monitor._exporter import (
     exporter_server,
     render_monitor_metrics,
 )
+from meguri.serve._server import app_in_background
+from meguri.server import ServerSettings, create_app
 from meguri.store import Workspace, open_workspace
 from meguri.store.metadata import AlertState
 from meguri.store.metadata.repositories.monitor import NewWindow
@@ -173,17 +178,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _query(port: int, promql: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            body = json.load(response)
-    except OSError:
-        return []  # not up yet
-    assert body["status"] == "success"
-    return list(body["data"]["result"])
-
-
 @pytest.fixture
 def exporter(ws: Workspace) -> Iterator[int]:
     server = exporter_server(ws, "127.0.0.1", _free_port())
@@ -198,61 +192,199 @@ def exporter(ws: Workspace) -> Iterator[int]:
     thread.join(timeout=10)
 
 
-@pytest.mark.skipif(
+needs_prometheus = pytest.mark.skipif(
     not Path(PROMETHEUS).is_file(),
     reason="needs Prometheus (apt-get install prometheus: Debian's package, /usr/bin/prometheus)",
 )
+Series = list[dict[str, Any]]
+
+
+@dataclass
+class Prometheus:
+    """A real Prometheus on loopback, scraping every second; :meth:`poll` waits for data."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        """``data`` of a ``GET /api/v1/<path>`` answer; None while Prometheus is not up."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = json.load(response)
+        except OSError:
+            return None  # not up yet
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, promql: str) -> Series:
+        data = self.api("query", query=promql)
+        return [] if data is None else list(data["result"])
+
+    def poll(self, what: str, read: Callable[[], Any], ready: Callable[[Any], bool]) -> Any:
+        """``read()`` once ``ready`` holds for it (25 s at most; fails with Prometheus' log)."""
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            found = read()
+            if ready(found):
+                return found
+            time.sleep(0.25)
+        raise AssertionError(f"Prometheus never had {what}: {found}\n{self.log.read_text()}")
+
+    def poll_query(self, promql: str, count: int) -> Series:
+        return self.poll(promql, lambda: self.query(promql), lambda found: len(found) == count)
+
+
+@contextlib.contextmanager
+def prometheus(folder: Path, scrape_configs: str) -> Iterator[Prometheus]:
+    """Prometheus scraping every second with ``scrape_configs`` (the YAML list's items)."""
+    config = folder / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n{scrape_configs}"
+    )
+    port = _free_port()
+    log_path = folder / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield Prometheus(port, process, log_path)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@needs_prometheus
 def test_a_real_prometheus_scrapes_the_figures(
     ws: Workspace, exporter: int, tmp_path: Path
 ) -> None:
     store_windows(ws)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: meguri\n    scrape_interval: 1s\n"
+    job = (
+        "  - job_name: meguri\n    scrape_interval: 1s\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{exporter}']\n"
     )
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        result = _poll(port, 'meguri_monitor_figure{figure="drift.share"}', process, tmp_path)
+    with prometheus(tmp_path, job) as prom:
+        result = prom.poll_query('meguri_monitor_figure{figure="drift.share"}', 2)
         values = {r["metric"]["environment"]: float(r["value"][1]) for r in result}
         assert values == {"production": 0.375, "staging": 0.0}
         assert {r["metric"]["project"] for r in result} == {"churn"}
         # the escaped label arrives as the original name
-        odd = _query(port, 'meguri_monitor_figure{figure="drift.column.a\\"b\\\\c\\nd"}')
+        odd = prom.query('meguri_monitor_figure{figure="drift.column.a\\"b\\\\c\\nd"}')
         assert [float(r["value"][1]) for r in odd] == [0.25]
-        firing = _query(port, "meguri_alert_firing == 1")
+        firing = prom.query("meguri_alert_firing == 1")
         assert [r["metric"]["rule"] for r in firing] == ["data-drift"]
-        up = _query(port, 'up{job="meguri"}')
+        up = prom.query('up{job="meguri"}')
         assert [float(r["value"][1]) for r in up] == [1.0]
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
-def _poll(
-    port: int, promql: str, process: subprocess.Popen[bytes], folder: Path
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 25
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (folder / "prometheus.log").read_text()
-        result = _query(port, promql)
-        if len(result) == 2:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(
-        f"Prometheus never had {promql}: {(folder / 'prometheus.log').read_text()}"
+# --- a real Prometheus scraping the platform server -------------------------------------------
+
+
+def _add_user(ws: Workspace, name: str, role: str | None) -> str:
+    """A user (with ``role`` on the project, or none) and the secret of an API token of theirs."""
+    ws.metadata.access.create_user(name, by="tester")
+    if role is not None:
+        ws.metadata.access.set_role(ws.project.id, name, role, by="tester")
+    return ws.metadata.access.create_token(name, name="prometheus", by="tester")[1]
+
+
+def _held_figures(ws: Workspace) -> dict[tuple[str, str], float]:
+    """What the store holds: each figure of each environment's newest window, None left out."""
+    held = {}
+    for environment in ws.metadata.monitor.environments(ws.project.id):
+        [newest] = ws.metadata.monitor.windows(ws.project.id, environment, limit=1)
+        held |= {(environment, k): v for k, v in newest.figures.items() if v is not None}
+    return held
+
+
+def _held_alerts(ws: Workspace) -> dict[tuple[str, str, str], float]:
+    """Each rule's latest alert in the store: 1 while firing, 0 otherwise."""
+    held: dict[tuple[str, str, str], float] = {}
+    for alert in reversed(ws.metadata.monitor.alerts(ws.project.id)):  # oldest first
+        firing = 1.0 if alert.state is AlertState.FIRING else 0.0
+        held[(alert.environment, alert.rule, alert.severity)] = firing
+    return held
+
+
+def _job(name: str, url: str, token: str | None) -> str:
+    address = url.removeprefix("http://")
+    auth = f"    authorization: {{type: Bearer, credentials: '{token}'}}\n" if token else ""
+    return (
+        f"  - job_name: {name}\n    scrape_interval: 1s\n"
+        "    metrics_path: /api/v1/projects/churn/metrics\n"
+        f"{auth}    static_configs:\n      - targets: ['{address}']\n"
     )
+
+
+@needs_prometheus
+def test_a_real_prometheus_scrapes_the_platform_with_a_token(ws: Workspace, tmp_path: Path) -> None:
+    store_windows(ws)
+    viewer = _add_user(ws, "grafana", "viewer")
+    outsider = _add_user(ws, "stranger", None)  # signed in, no role on the project
+    app = create_app(ServerSettings(secret_key="p" * 48), workspace=ws)
+    with app_in_background(app) as url:
+        jobs = _job("platform", url, viewer) + _job("anonymous", url, None)
+        jobs += _job("outsider", url, outsider)
+        with prometheus(tmp_path, jobs) as prom:
+            held = _held_figures(ws)
+            figures = prom.poll_query('meguri_monitor_figure{job="platform"}', len(held))
+            scraped = {
+                (r["metric"]["environment"], r["metric"]["figure"]): float(r["value"][1])
+                for r in figures
+            }
+            assert scraped == held
+            assert {r["metric"]["project"] for r in figures} == {"churn"}
+            assert ("production", ODD_COLUMN) in scraped  # escaped on the wire, whole here
+            ends = prom.query('meguri_monitor_window_end_timestamp_seconds{job="platform"}')
+            newest = {
+                e: ws.metadata.monitor.windows(ws.project.id, e, limit=1)[0].end
+                for e in ws.metadata.monitor.environments(ws.project.id)
+            }
+            assert {r["metric"]["environment"]: float(r["value"][1]) for r in ends} == newest
+            alerts = prom.query('meguri_alert_firing{job="platform"}')
+            states = {
+                (r["metric"]["environment"], r["metric"]["rule"], r["metric"]["severity"]): float(
+                    r["value"][1]
+                )
+                for r in alerts
+            }
+            assert states == _held_alerts(ws) and 1.0 in states.values()
+            assert [float(r["value"][1]) for r in prom.query('up{job="platform"}')] == [1.0]
+            # without a token, or with one of a user without a role, the scrape is refused
+            targets = prom.poll(
+                "the refused scrapes",
+                lambda: _refused_targets(prom),
+                lambda found: set(found) == {"anonymous", "outsider"},
+            )
+            assert "401" in targets["anonymous"] and "403" in targets["outsider"]
+            for job in ("anonymous", "outsider"):
+                assert [float(r["value"][1]) for r in prom.query(f'up{{job="{job}"}}')] == [0.0]
+                assert prom.query(f'meguri_monitor_figure{{job="{job}"}}') == []
+        # the same refusals, asked directly
+        assert httpx.get(f"{url}/api/v1/projects/churn/metrics").status_code == 401
+        bearer = {"Authorization": f"Bearer {outsider}"}
+        assert httpx.get(f"{url}/api/v1/projects/churn/metrics", headers=bearer).status_code == 403
+
+
+def _refused_targets(prom: Prometheus) -> dict[str, str]:
+    """The jobs whose target Prometheus found down, with the error it recorded."""
+    data = prom.api("targets", state="active")
+    if data is None:
+        return {}
+    return {
+        t["labels"]["job"]: t["lastError"]
+        for t in data["activeTargets"]
+        if t["health"] == "down" and t["lastError"]
+    }

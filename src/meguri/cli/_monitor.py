@@ -17,6 +17,7 @@ from meguri.cli._here import workspace as _workspace
 from meguri.errors import ConfigError
 
 if TYPE_CHECKING:
+    from meguri.store import Workspace
     from meguri.store.metadata import MonitorWindow
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -68,6 +69,14 @@ def parse_when(value: str | None, option: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _deployed(ws: Workspace, env: str) -> None:
+    """Refuse an environment the project never deployed to, naming those it did: a typo would
+    otherwise read as an environment without windows (an empty table, an empty report)."""
+    from meguri.monitor._windows import check_environment
+
+    check_environment(ws, env)
 
 
 def _when(stamp: float | None) -> str:
@@ -173,6 +182,7 @@ def show_cmd(
 ) -> None:
     """The stored windows of ENV (newest last) and its firing alerts."""
     ws = _workspace()
+    _deployed(ws, env)
     windows = ws.metadata.monitor.windows(
         ws.project.id, env, since=parse_when(since, "--since"), limit=limit
     )
@@ -207,6 +217,7 @@ def report_cmd(
     from meguri.monitor import write_monitor_report
 
     ws = _workspace()
+    _deployed(ws, env)
     path = write_monitor_report(
         env,
         output,
@@ -230,6 +241,8 @@ def alerts_cmd(
     from meguri.store.metadata import AlertState
 
     ws = _workspace()
+    if env is not None:
+        _deployed(ws, env)
     chosen = AlertState(state) if state is not None else None
     found = ws.metadata.monitor.alerts(ws.project.id, environment=env, state=chosen, limit=limit)
     if not found:

@@ -11,8 +11,14 @@ Series (all gauges; labels escaped as the format asks: ``\\`` ``"`` and newlines
   fires, 0 once it resolved.
 
 Samples carry no timestamps: Prometheus stamps them at scrape time, and an old window's end as a
-sample time would fall outside its head block. :func:`exporter_app` is a raw ASGI app the
-platform server mounts; :func:`serve_exporter` runs it alone with uvicorn.
+sample time would fall outside its head block.
+
+Two servers answer with :func:`render_monitor_metrics`: :func:`exporter_app`, a raw ASGI app
+without authentication for one workspace project (:func:`serve_exporter` runs it alone with
+uvicorn: ``meguri monitor exporter``), and the platform server's own route
+``GET /api/v1/projects/{project}/metrics`` (:mod:`meguri.server._r_monitor`), which needs a
+viewer's token (Prometheus' ``authorization: {credentials: <token>}``); the platform does not
+mount :func:`exporter_app`.
 """
 
 from __future__ import annotations

@@ -71,9 +71,18 @@ class QualityBaseline:
                 ranges[name] = (float(numeric.min), float(numeric.max))
             elif column.kind in ("string", "boolean"):
                 complete = column.distinct <= len(column.top)
-                values = frozenset(str(v.value) for v in column.top)
+                values = frozenset(_as_text(v.value) for v in column.top)
                 categories[name] = values if complete else None
         return cls(missing, ranges, categories)
+
+
+def _as_text(value: object) -> str:
+    """A baseline value as the captured column reads once cast to text, which is how
+    :func:`_count_exprs` compares: Polars spells booleans ``true``/``false`` (Python's ``str``
+    would say ``True``, and every present value of a yes/no column would count as unseen)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def quality_figures(

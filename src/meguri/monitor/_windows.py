@@ -56,6 +56,7 @@ from meguri.store.metadata.repositories.monitor import NewWindow
 __all__ = [
     "MIN_DRIFT_ROWS",
     "MonitorResult",
+    "check_environment",
     "criterion_figure",
     "run_monitor",
     "window_bounds",
@@ -137,7 +138,7 @@ def run_monitor(
     found, spec_version = workspace_spec(ws)
     spec = spec or found
     settings = spec.monitor if spec is not None else MonitorSpec()
-    _check_environment(ws, environment)
+    check_environment(ws, environment)
     url = capture_url(ws, environment)
     until = time.time() if until is None else until
     since = _default_since(ws, environment, url) if since is None else since
@@ -197,7 +198,7 @@ def _alert(
     return MonitorResult(environment, result.windows, list(changed), started)
 
 
-def _check_environment(ws: Workspace, environment: str) -> None:
+def check_environment(ws: Workspace, environment: str) -> None:
     known = [d.environment for d in ws.metadata.deployments.list(ws.project.id)]
     if environment not in known:
         raise MonitorError(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
 from meguri.errors import NotFoundError
@@ -94,26 +95,74 @@ def alerts(
     return ok({"alerts": found})
 
 
+_LABEL_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+    "description": "The true label: one of a classifier's labels, a number for a regression.",
+}
+
+
+def _scalar_label(value: Any) -> bool | int | float | str:
+    """A label is one JSON text, number or boolean: a list, an object or null is refused here,
+    naming the field (``records.N.label``), rather than failing deeper as a table column."""
+    if value is None:
+        raise PydanticCustomError(
+            "label_missing", "the label is null; give the true label of that prediction"
+        )
+    if not isinstance(value, bool | int | float | str):
+        kind = (
+            "list" if isinstance(value, list) else "object" if isinstance(value, dict) else "value"
+        )
+        raise PydanticCustomError(
+            "label_type",
+            "a label is one text, number or true/false, not a JSON {kind}",
+            {"kind": kind},
+        )
+    return value
+
+
 class Label(BaseModel):
+    """One prediction's truth: its request id, its row in that request (0 when left out) and
+    the label, checked against the served model by :func:`meguri.monitor.record_feedback`."""
+
     request_id: str = Field(min_length=1, max_length=200)
-    row: int | None = Field(None, ge=0)
-    label: Any
+    row: int | None = Field(None, ge=0, le=2**31 - 1)
+    label: Annotated[Any, AfterValidator(_scalar_label), WithJsonSchema(_LABEL_SCHEMA)]
 
 
 class Feedback(BaseModel):
+    """A batch of labels (one record is a batch of one); nothing is written if one is bad."""
+
     records: list[Label] = Field(min_length=1, max_length=100_000)
 
 
 @router.post("/monitor/{env}/feedback", openapi_extra=access(Access.EDITOR), status_code=201)
-def feedback(ws: WS, env: str, body: Feedback) -> Response:
+def feedback(
+    ws: WS,
+    env: str,
+    body: Feedback,
+    update: Annotated[
+        bool, Query(description="Recompute the windows the labels fall in (false: leave it).")
+    ] = True,
+) -> Response:
     """Ground truth by request id (and row), checked against the served model's labels and
-    written beside the captures; the next monitoring pass measures accuracy with it."""
-    from meguri.monitor import record_feedback
+    written beside the captures. The windows holding the labelled predictions are recomputed at
+    once, as ``meguri feedback`` does, so their accuracy counts the new labels; the answer lists
+    them. With ``update=false`` nothing is recomputed: a later ``meguri monitor run`` recomputes
+    only from its newest window on, so labels of older windows would wait for a relabelling.
+    A request id with no captured prediction (sampled out, or not flushed yet) is kept and
+    scores nothing until its prediction is captured and its window recomputed."""
+    from meguri.monitor import record_feedback, relabel_windows
 
     records = [r.model_dump(exclude_none=True) for r in body.records]
     result = record_feedback(ws, env, records)
+    relabelled = relabel_windows(ws, env, result) if update else []
     return ok(
-        {"environment": result.environment, "rows": result.rows, "duplicates": result.duplicates},
+        {
+            "environment": result.environment,
+            "rows": result.rows,
+            "duplicates": result.duplicates,
+            "windows": [_window(w, False) for w in relabelled],
+        },
         201,
     )
 

@@ -96,6 +96,8 @@ def _balanced_accuracy(y: IntArray, pred: IntArray) -> float:
     with warnings.catch_warnings():
         # A predicted class absent from y_true has no recall; scikit-learn skips it and warns.
         warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        # One class only (a window whose labels so far are all one class) scores as such.
+        warnings.filterwarnings("ignore", "A single label was found in 'y_true' and 'y_pred'")
         return float(skm.balanced_accuracy_score(y, pred))
 
 
