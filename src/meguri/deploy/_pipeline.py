@@ -301,7 +301,8 @@ def _spec_version(text: str | ProjectSpec, ws: Workspace) -> tuple[ProjectSpec, 
     if isinstance(text, ProjectSpec):
         import yaml
 
-        text = yaml.safe_dump(text.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+        dumped = text.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        text = yaml.safe_dump(dumped, sort_keys=False)
     version, _ = save_spec_version(ws.metadata, ws.project.id, text, created_by=ws.user)
     return parse_spec(text), version.id
 

@@ -51,6 +51,8 @@ __all__ = [
 Reporter = Callable[[str], None]
 MEMORY_FOLDER = "memory://meguri-retrain"
 """Where the fresh training table lives with encryption at rest on (this process's memory)."""
+_KEPT_OPTIONS = frozenset({"max_bytes"})
+"""Read options of the spec's source that hold for the retraining table too."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class Retraining:
     alert_id: str
     outcome: str
     """``deployed`` (canary started), ``gated`` (the pipeline stopped the candidate),
-    ``skipped`` (cooldown) or ``failed`` (an error, named in ``detail``)."""
+    ``skipped`` (cooldown) or ``failed`` (an error, named in ``detail``; one that is no
+    :class:`MeguriError` is recorded so, then raised)."""
     detail: dict[str, Any]
 
 
@@ -112,6 +115,11 @@ def _retrain(
     except MeguriError as exc:
         detail |= {"outcome": "failed", "error": str(exc)}
         say(f"retraining for {alert.id} failed: {exc}")
+    except Exception as exc:
+        # not a condition meguri names: raised, but recorded first, so that the cooldown holds
+        # and the next monitor run (which hands over every firing alert) does not start again
+        _record(ws, alert, detail | {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
     return _record(ws, alert, detail)
 
 
@@ -168,15 +176,21 @@ def _run(
         environment=settings,
         reason=f"retrained for alert {alert.id} ({alert.rule})",
     )
-    return detail | {"outcome": "deployed", "revision": revision.number, "strategy": chosen}
+    # the revision's own strategy: a candidate the live revision already serves (the pipeline
+    # found every step cached) or an endpoint not running is switched at once, not canaried
+    return detail | {
+        "outcome": "deployed",
+        "revision": revision.number,
+        "strategy": revision.strategy,
+    }
 
 
 def fresh_training_data(
     ws: Workspace, spec: ProjectSpec, environment: str, alert_id: str
 ) -> tuple[str, dict[str, int]]:
-    """The spec's source read again plus the labelled production rows, as one Parquet file:
-    its path, or its ``memory://`` URL with encryption at rest on (see the module docstring;
-    :func:`forget_table` drops it)."""
+    """The spec's source read again plus the labelled production rows (in the order
+    production saw them), as one Parquet file: its path, or its ``memory://`` URL with
+    encryption at rest on (see the module docstring; :func:`forget_table` drops it)."""
     from meguri.data._catalog import ingest_frame
 
     target = spec.requirements.functional.target
@@ -190,6 +204,9 @@ def fresh_training_data(
             scan_feedback(url, keys=keys).select("request_id", "row", "label"),
             on=["request_id", "row"],
         )
+        # in the order production saw them: the same rows give the same table, so the same
+        # dataset version (a join and a folder listing promise no order)
+        .sort("time", "request_id", "row")
         .collect()
     )
     columns = [c for c in source.columns if c != target and c in labelled.columns]
@@ -251,8 +268,12 @@ def _label(dtype: pl.DataType) -> pl.Expr:
 
 
 def _with_source(spec: ProjectSpec, table: str) -> str:
-    """The spec's YAML with its first source reading ``table`` (a Parquet file)."""
-    document = spec.model_dump(mode="json", exclude_unset=True)
-    sources = document["data"]["sources"]
-    sources[0] = {**sources[0], "uri": table, "format": "parquet"}
+    """The spec's YAML with its first source reading ``table`` (a Parquet file): its name,
+    description, declared types (``schema:``, as the YAML spells it) and memory budget kept,
+    the read options of its own format (a CSV separator, a database table, an Excel sheet,
+    credentials) dropped, as a Parquet file takes none of them."""
+    document = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    source = document["data"]["sources"][0]
+    kept = {k: v for k, v in source.pop("options", {}).items() if k in _KEPT_OPTIONS}
+    source |= {"uri": table, "format": "parquet"} | ({"options": kept} if kept else {})
     return yaml.safe_dump(document, sort_keys=False)

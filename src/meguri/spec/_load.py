@@ -354,7 +354,7 @@ def _literal_message(value: Any, expected: str, loc: Loc) -> str:
 
 def _extra_message(loc: Loc) -> str:
     model = _model_at(loc[:-1])
-    allowed = list(model.model_fields) if model else []
+    allowed = [f.alias or n for n, f in model.model_fields.items()] if model else []
     hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
     tail = f" (did you mean {hint[0]!r}?)" if hint else ""
     keys = f"; allowed here: {', '.join(allowed)}" if allowed else ""
