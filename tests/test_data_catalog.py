@@ -3,6 +3,7 @@ references, search, schema diffs, attachments; nothing half-written on failure."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from meguri.data import _catalog as catalog
-from meguri.data._catalog_hash import content_hash
+from meguri.data._catalog_hash import content_hash, parquet_file
 from meguri.datasets import path as bundled_path
 from meguri.errors import ArtifactCorruptedError, DataError, NotFoundError
 from meguri.spec import DataSource
@@ -304,3 +305,13 @@ def test_a_failed_lazy_save_leaves_nothing(
     assert not [p for p in (folder / ".tmp-scratch").rglob("*") if p.is_file()]
     with pytest.raises(DataError, match="no columns"):
         catalog.save_version("empty", pl.LazyFrame(), operation="t", workspace=local_ws)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_parquet_files_are_hashed_as_they_are_written(tmp_path: Path, lazy: bool) -> None:
+    """The sha256 the writer computes on the way is the file's: the local store takes it
+    without reading the file again."""
+    frame = pl.DataFrame({"a": np.arange(200_000), "b": np.linspace(0, 1, 200_000)})
+    with parquet_file(frame.lazy() if lazy else frame, tmp_path) as written:
+        assert written.sha256 == hashlib.sha256(written.path.read_bytes()).hexdigest()
+        assert pl.read_parquet(written.path).equals(frame)

@@ -107,6 +107,26 @@ def test_records_and_regression_targets(ws: Workspace) -> None:
     assert pl.read_parquet(cli_like.path)["label"].to_list() == ["1"]  # the label 1, by number
 
 
+def test_each_records_label_is_judged_alone(ws: Workspace) -> None:
+    """In a list of records a label is read for what it is, not coerced to its neighbours'
+    type first: a yes/no is no regression target even beside numbers, and ``false`` is the
+    label 0 of a 0/1 classifier even beside a number."""
+    with pytest.raises(MonitorError, match=r"finite number .*record 1\b"):
+        record_feedback(
+            ws, "estimates", [{"request_id": "a", "label": True}, {"request_id": "b", "label": 1}]
+        )
+    mixed = [{"request_id": "c", "label": 1}, {"request_id": "d", "label": False}]
+    assert pl.read_parquet(record_feedback(ws, "production", mixed).path)["label"].to_list() == [
+        "1",
+        "0",
+    ]
+    with pytest.raises(MonitorError, match=r"model's labels 0, 1 \(record 2\b"):
+        record_feedback(
+            ws, "production", [{"request_id": "e", "label": 1}, {"request_id": "f", "label": [1]}]
+        )
+    assert len(_written(ws)) == 1
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "words"),
     [

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from meguri.data import _sources
-from meguri.data._catalog_hash import content_hash, file_content_hash, parquet_file, schema_of
+from meguri.data._catalog_hash import (
+    WrittenFile,
+    content_hash,
+    file_content_hash,
+    parquet_file,
+    schema_of,
+)
 from meguri.errors import ArtifactCorruptedError, DataError, NotFoundError
 from meguri.store.artifacts import StoredArtifact
 from meguri.store.metadata._entities import Dataset, DatasetVersion
@@ -176,8 +182,8 @@ def _store(
     found = ws.metadata.datasets.find_by_hash(ws.project.id, name, pending.content_hash)
     if found is not None:
         return found  # identical data: nothing to write
-    with parquet_file(frame, _scratch(ws)) as path:
-        stored = _keep(ws, path)
+    with parquet_file(frame, _scratch(ws)) as written:
+        stored = _keep(ws, written)
     return _record(ws, name, pending, schema_of(frame), frame.height, stored, **fields)
 
 
@@ -187,9 +193,9 @@ def _store_lazy(
     """Stream ``frame`` to a scratch Parquet file, hash it back, then take the file into the
     store (or drop it when the same data is already a version of ``name``)."""
     schema = schema_of(frame)
-    with parquet_file(frame, _scratch(ws)) as path:
+    with parquet_file(frame, _scratch(ws)) as written:
         try:
-            digest, rows = file_content_hash(path, schema)
+            digest, rows = file_content_hash(written.path, schema)
         except ValueError:  # the file reads back as other types: hash the frame itself
             data = frame.collect()
             return _store(ws, name, data, _new_version(data, ws, operation=operation), **fields)
@@ -197,7 +203,7 @@ def _store_lazy(
         found = ws.metadata.datasets.find_by_hash(ws.project.id, name, digest)
         if found is not None:
             return found  # identical data: the scratch file goes
-        stored = _keep(ws, path)
+        stored = _keep(ws, written)
     return _record(ws, name, pending, schema, rows, stored, **fields)
 
 
@@ -233,15 +239,15 @@ def _scratch(ws: Workspace) -> Path | None:
     return ws.artifacts.scratch() if isinstance(ws.artifacts, LocalArtifactStore) else None
 
 
-def _keep(ws: Workspace, path: Path) -> StoredArtifact:
-    """The file at ``path`` into the artifact store: renamed into place on a local store (one
-    write, one hash), uploaded elsewhere."""
+def _keep(ws: Workspace, written: WrittenFile) -> StoredArtifact:
+    """The written file into the artifact store: renamed into place on a local store (one
+    write, hashed as it was written), uploaded elsewhere."""
     from meguri.store.artifacts._local import LocalArtifactStore
 
     store = ws.artifacts
     if isinstance(store, LocalArtifactStore):
-        return store.take_file(path)
-    return store.put_file(path)
+        return store.take_file(written.path, sha256=written.sha256)
+    return store.put_file(written.path)
 
 
 def _check_name(name: str) -> None:

@@ -35,10 +35,13 @@ folder of mode 700 (``tempfile.TemporaryDirectory``), removed in ``finally``.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import orjson
 import polars as pl
@@ -46,7 +49,14 @@ import polars as pl
 from meguri.data._source_checks import type_name
 from meguri.store.artifacts._memory import memory_file, memory_files_available
 
-__all__ = ["HASH_BATCH_ROWS", "content_hash", "file_content_hash", "parquet_file", "schema_of"]
+__all__ = [
+    "HASH_BATCH_ROWS",
+    "WrittenFile",
+    "content_hash",
+    "file_content_hash",
+    "parquet_file",
+    "schema_of",
+]
 
 _SCHEME = b"meguri-dataset-hash-v1\x00"
 _SEEDS = (0, 0x6D65677572690001)  # any fixed pair; the second spells "meguri" + 1
@@ -96,10 +106,19 @@ def _digest(schema: dict[str, str], rows: int, batches: Iterable[pl.DataFrame]) 
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class WrittenFile:
+    """A Parquet file :func:`parquet_file` wrote, and the sha256 of its bytes as they were
+    written (so the artifact store need not read the file again to name it)."""
+
+    path: Path
+    sha256: str
+
+
 @contextmanager
 def parquet_file(
     frame: pl.DataFrame | pl.LazyFrame, folder: Path | None = None, *, private: bool = True
-) -> Iterator[Path]:
+) -> Iterator[WrittenFile]:
     """``frame`` written to a temporary Parquet file (zstd level 1, with statistics), removed
     after (also when writing fails half-way). Level 1 writes twice as fast as the default
     level 3 for files about 13% larger. A lazy frame is streamed to the file
@@ -109,19 +128,46 @@ def parquet_file(
     when ``private`` (the default); else in a temporary folder of mode 700."""
     if folder is None and private and memory_files_available():
         with memory_file("dataset") as (path, _):
-            _write(frame, path)
-            yield path
+            yield WrittenFile(path, _write(frame, path))
         return
     with tempfile.TemporaryDirectory(prefix="meguri-dsv-", dir=folder) as scratch:
         path = Path(scratch) / "data.parquet"
-        _write(frame, path)
-        yield path
+        yield WrittenFile(path, _write(frame, path))
 
 
-def _write(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
-    if isinstance(frame, pl.LazyFrame):
-        frame.sink_parquet(
-            path, compression="zstd", compression_level=1, statistics=True, maintain_order=True
-        )
-    else:
-        frame.write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+def _write(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> str:
+    """Write ``frame`` to ``path``; the sha256 of the bytes written, hashed on their way."""
+    with _HashingFile(path) as hashing:
+        sink = cast("IO[bytes]", hashing)  # a binary file as far as Polars goes
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(
+                sink, compression="zstd", compression_level=1, statistics=True, maintain_order=True
+            )
+        else:
+            frame.write_parquet(sink, compression="zstd", compression_level=1, statistics=True)
+    return hashing.sha256.hexdigest()
+
+
+class _HashingFile(io.RawIOBase):
+    """A file written front to back that hashes every byte on its way in (no seeking: a writer
+    that tried to go back would fail here rather than leave a wrong digest)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = path.open("wb")
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.sha256.update(data)
+        written: int = self._file.write(data)
+        return written
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes first
+        self._file.close()

@@ -49,12 +49,14 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 import polars as pl
 
+from meguri.data._order import sorted_each
 from meguri.errors import DataError
 
 __all__ = [
@@ -236,16 +238,16 @@ def profile(
         exprs += _column_exprs(name, dtype, kinds[name], top)
     exprs += _correlation_exprs(numeric, schema, target)
     row = lazy.select(exprs).collect().row(0, named=True)
-    columns = []
-    for name, dtype in schema.items():
-        column = _column_from(row, name, str(dtype), kinds[name])
-        if kinds[name] == "numeric":
-            column = _with_order_statistics(column, _sorted_present(frame, name, dtype), bins)
-        columns.append(column)
+    columns = {
+        name: _column_from(row, name, str(dtype), kinds[name]) for name, dtype in schema.items()
+    }
+    present = (partial(_present_values, frame, name, columns[name].nans > 0) for name in numeric)
+    for name, ordered in zip(numeric, sorted_each(present), strict=True):
+        columns[name] = _with_order_statistics(columns[name], ordered, bins)
     correlations = _matrix_from(row, numeric)
     return DatasetProfile(
         rows=int(row["rows"]),
-        columns=tuple(columns),
+        columns=tuple(columns.values()),
         correlations=correlations,
         target=target,
         target_correlations=_target_from(row, correlations, target, schema),
@@ -284,15 +286,14 @@ def _numeric_exprs(name: str, x: pl.Expr) -> list[pl.Expr]:
     return [x.mean().alias(_out(name, "mean")), x.std().alias(_out(name, "std"))]
 
 
-def _sorted_present(frame: pl.LazyFrame | pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Series:
-    """The present values of column ``name``, sorted (a lazy frame reads that column alone)."""
+def _present_values(frame: pl.LazyFrame | pl.DataFrame, name: str, nans: bool) -> pl.Series:
+    """Column ``name`` with its NaNs (``nans``: it has some) as nulls; a lazy frame reads that
+    column alone."""
     if isinstance(frame, pl.LazyFrame):
         values = frame.select(pl.col(name)).collect().to_series()
     else:
         values = frame.get_column(name)
-    if dtype.is_float():
-        values = values.fill_nan(None)
-    return values.drop_nulls().sort()
+    return values.fill_nan(None) if nans else values
 
 
 def _range(low: float, high: float) -> tuple[float, float]:

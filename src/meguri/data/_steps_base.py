@@ -143,11 +143,6 @@ def is_any(dtype: pl.DataType) -> bool:
     return True
 
 
-def sorted_present(series: pl.Series) -> pl.Series:
-    """``series`` without its nulls, sorted: its quantiles and median are then lookups."""
-    return series.drop_nulls().sort()
-
-
 def as_float(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Float64)
 

@@ -75,8 +75,9 @@ def record_feedback(ws: Workspace, environment: str, source: FeedbackSource) -> 
     """Check ground truth from ``source`` (a CSV, Parquet or JSON-lines file, or a list of
     records) and write it to ``environment``'s capture folder (see the module docstring)."""
     deployment = _deployment(ws, environment)
-    frame, what = _read(source)
-    checked = _checked(frame, what, _label_rule(ws, deployment))
+    rule = _label_rule(ws, deployment)
+    frame, what, labelled = _read(source, rule)
+    checked = _checked(frame, what, None if labelled else rule)
     unique = checked.unique(["request_id", "row"], keep="last", maintain_order=True)
     path = _write(capture_url(ws, environment), unique, capture_keys(ws))
     request_ids = tuple(unique["request_id"].unique(maintain_order=True).to_list())
@@ -111,17 +112,54 @@ def _label_rule(ws: Workspace, deployment: Deployment) -> LabelRule | None:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _read(source: FeedbackSource) -> tuple[pl.DataFrame, str]:
+def _read(source: FeedbackSource, rule: LabelRule | None) -> tuple[pl.DataFrame, str, bool]:
+    """The records as a table, what to call them, and whether their labels are already the
+    feedback table's text (a list of records, checked one by one against ``rule``)."""
     if isinstance(source, str | Path):
-        return _read_file(Path(source)), str(source)
+        return _read_file(Path(source)), str(source), False
     records = list(source)
     if not records:
         raise MonitorError("feedback: the list of records is empty; give at least one")
     if not all(isinstance(r, Mapping) for r in records):
         raise MonitorError("feedback: records must be mappings {request_id, row, label}")
-    frame = pl.DataFrame([dict(r) for r in records], infer_schema_length=None, strict=False)
-    _check_columns(frame.columns, "the records")
-    return frame, "the records"
+    if rule is None:
+        frame = pl.DataFrame([dict(r) for r in records], infer_schema_length=None, strict=False)
+        _check_columns(frame.columns, "the records")
+        return frame, "the records", False
+    rest = [{k: v for k, v in r.items() if k != "label"} for r in records]
+    frame = pl.DataFrame(rest, infer_schema_length=None, strict=False)
+    _check_columns([*frame.columns, "label"], "the records")
+    return frame.with_columns(label=_record_labels(records, rule)), "the records", True
+
+
+def _record_labels(records: Sequence[Mapping[str, Any]], rule: LabelRule) -> pl.Series:
+    """Each record's label as the feedback table's text, judged alone as the servers judge a
+    posted label (in a table, Polars would first give the column one type, so a record's label
+    would be read by its neighbours': ``[1, false]`` is no ``[1, 0]``). A missing label stays
+    null, for :func:`_checked` to name."""
+    labels = [r.get("label") for r in records]
+    texts = [None if label is None else _record_label(label, rule) for label in labels]
+    refused = [i for i, (label, text) in enumerate(zip(labels, texts, strict=True), 1)
+               if label is not None and text is None]  # fmt: skip
+    if refused:
+        first = ", ".join(str(n) for n in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise MonitorError(
+            f"feedback: the records: label is not {rule.expected()} (record {first}{more}, "
+            "counting from 1); nothing was written"
+        )
+    return pl.Series("label", texts, dtype=pl.String)
+
+
+def _record_label(label: Any, rule: LabelRule) -> str | None:
+    """``rule.text(label)``, a regression target also given as the text of a number (as a file
+    gives it: ``"2.5"``)."""
+    if rule.regression and isinstance(label, str):
+        try:
+            return rule.text(float(label))
+        except ValueError:
+            return None
+    return rule.text(label)
 
 
 def _read_file(path: Path) -> pl.DataFrame:

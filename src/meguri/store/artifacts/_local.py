@@ -55,13 +55,18 @@ class LocalArtifactStore(FsspecArtifactStore):
                 removed += 1
         return removed
 
-    def take_file(self, path: str | Path) -> StoredArtifact:
+    def take_file(self, path: str | Path, *, sha256: str | None = None) -> StoredArtifact:
         """Store the file at ``path`` by renaming it into place (hashed once, no copy); the
-        caller gives the file up. Falls back to a copy across disks."""
+        caller gives the file up. Falls back to a copy across disks. ``sha256``: the digest of
+        the file's bytes as this process wrote them (hashed on their way to the file), which
+        saves reading the file again; the caller vouches for it."""
         source = Path(path)
         if source.stat().st_dev != self.folder.stat().st_dev:
             return self.put_file(source)
-        digest, size = hash_file(source)
+        if sha256 is None:
+            digest, size = hash_file(source)
+        else:
+            digest, size = sha256, source.stat().st_size
         target = Path(self.object_path(digest))
         with self._translated(f"store sha256:{digest}"):
             if self._stored_size(str(target)) == size:
