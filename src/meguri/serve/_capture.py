@@ -182,9 +182,14 @@ class Capture:
         return True
 
     def start(self) -> None:
-        """Start the writer thread; pyarrow is imported now, before the server takes requests,
-        not at the first write (an import holds the interpreter for a good half second)."""
-        import pyarrow.parquet  # noqa: F401
+        """Start the writer thread. pyarrow is imported now, before the server takes requests,
+        and so is pandas, which pyarrow imports at its first conversion of any array: at the
+        first write instead, that import held the interpreter for half a second of serving
+        (a tenth of a 5-second benchmark run)."""
+        import pyarrow as pa
+        import pyarrow.parquet
+
+        pa.array(np.zeros(1))
 
         if self.system is not None:
             self.system.start()
