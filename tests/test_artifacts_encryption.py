@@ -496,7 +496,8 @@ def test_dataset_files_on_their_way_to_the_store_stay_in_memory(
     frame = pl.DataFrame({"id": range(5000), "text": [f"secret-{i}" for i in range(5000)]})
     store = _store(tmp_path / "store", _ring("k1"))
     with _no_temporary_files(tmp_path, monkeypatch):
-        with parquet_file(frame.lazy() if lazy else frame) as path:
+        with parquet_file(frame.lazy() if lazy else frame) as written:
+            path = written.path
             assert str(path).startswith("/proc/self/fd/")  # an anonymous in-memory file
             assert os.readlink(path).startswith("/memfd:")
             assert file_content_hash(path) == (content_hash(frame), 5000)
@@ -504,11 +505,11 @@ def test_dataset_files_on_their_way_to_the_store_stay_in_memory(
         assert not path.exists()  # closed: the memory is freed
     assert pl.read_parquet(store.get_bytes(stored.digest)).equals(frame)
     with parquet_file(frame, private=False) as on_disk:  # asked for a file: a private folder
-        assert (on_disk.parent.stat().st_mode & 0o777) == 0o700
-        assert pl.read_parquet(on_disk).equals(frame)
-    assert not on_disk.parent.exists()
+        assert (on_disk.path.parent.stat().st_mode & 0o777) == 0o700
+        assert pl.read_parquet(on_disk.path).equals(frame)
+    assert not on_disk.path.parent.exists()
     with parquet_file(frame, tmp_path) as scratch:  # a plain local store's scratch folder
-        assert scratch.parent.parent == tmp_path
+        assert scratch.path.parent.parent == tmp_path
 
 
 def test_load_test_bodies_never_touch_the_disk(
