@@ -36,6 +36,7 @@ from meguri.store.metadata import MonitorWindow
 from meguri.testing.cli import run_meguri
 from meguri.testing.specs import quick_spec_text
 from meguri.train import train
+from test_serve_support import send_labelled
 
 SHIFTED = ("mean_radius", "mean_texture", "mean_perimeter", "mean_area", "worst_radius",
            "worst_texture", "worst_perimeter", "worst_area", "mean_concavity", "worst_concavity",
@@ -56,19 +57,6 @@ class Deployed:
     sent_rows: pl.DataFrame
     """The input values of the answered rows, in the order of :attr:`sent`."""
     train_rows: pl.DataFrame
-
-
-def _send(client: httpx.Client, frame: pl.DataFrame, inputs: list[str], target: str,
-          prefix: str) -> list[tuple[str, int, int]]:  # fmt: skip
-    sent = []
-    for i, start in enumerate(range(0, frame.height, 10)):
-        rows = frame.slice(start, 10)
-        request_id = f"{prefix}-{i}"
-        body = {"dataframe_split": {"columns": inputs, "data": rows.select(inputs).rows()}}
-        answer = client.post("/invocations", json=body, headers={"x-request-id": request_id})
-        assert answer.status_code == 200, answer.text
-        sent += [(request_id, j, int(y)) for j, y in enumerate(rows[target].to_list())]
-    return sent
 
 
 def _refused(client: httpx.Client, row: list[float], inputs: list[str]) -> None:
@@ -106,8 +94,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
             url = status("production", workspace=ws).url
             assert url is not None
             with httpx.Client(base_url=url, timeout=20) as client:
-                sent = _send(client, held_out, inputs, target, "normal")
-                sent += _send(client, shifted, inputs, target, "shifted")
+                sent = send_labelled(client, held_out, target, "normal", inputs)
+                sent += send_labelled(client, shifted, target, "shifted", inputs)
                 _refused(client, list(held_out.select(inputs).row(0)), inputs)
         finally:
             stop("production", workspace=ws)

@@ -33,6 +33,7 @@ from meguri.spec import NotifierSpec, ProjectSpec, parse_spec
 from meguri.store import Workspace, open_workspace
 from meguri.testing.specs import quick_spec_text
 from meguri.train import train
+from test_serve_support import send_labelled
 
 SHIFTED = ("mean_radius", "mean_texture", "mean_perimeter", "mean_area", "worst_radius",
            "worst_texture", "worst_perimeter", "worst_area", "mean_concavity", "worst_concavity",
@@ -66,21 +67,6 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-def _send(
-    client: httpx.Client, frame: pl.DataFrame, target: str, prefix: str
-) -> list[tuple[str, int, int]]:
-    sent = []
-    inputs = [c for c in frame.columns if c != target]
-    for i, start in enumerate(range(0, frame.height, 10)):
-        rows = frame.slice(start, 10)
-        request_id = f"{prefix}-{i}"
-        body = {"dataframe_split": {"columns": inputs, "data": rows.select(inputs).rows()}}
-        response = client.post("/invocations", json=body, headers={"x-request-id": request_id})
-        assert response.status_code == 200, response.text
-        sent += [(request_id, j, int(v)) for j, v in enumerate(rows[target].to_list())]
-    return sent
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("monitor")
@@ -101,8 +87,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     app = create_app(model, settings=settings)
     with app_in_background(app) as url, httpx.Client(base_url=url, timeout=10) as client:
-        sent = _send(client, held_out, target, "normal")
-        shifted_sent = _send(client, shifted, target, "shifted")
+        sent = send_labelled(client, held_out, target, "normal")
+        shifted_sent = send_labelled(client, shifted, target, "shifted")
         bad = client.post(
             "/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}}
         )

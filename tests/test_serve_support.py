@@ -102,3 +102,21 @@ def test_onnx_model_matches_scikit_learn() -> None:
     assert (got.values == pipeline.predict(x[:50])).all()
     assert got.probabilities is not None
     assert np.abs(got.probabilities - pipeline.predict_proba(x[:50])).max() < 1e-4
+
+
+def send_labelled(
+    client: Any, frame: Any, target: str, prefix: str, inputs: list[str] | None = None
+) -> list[tuple[str, int, int]]:
+    """Post ``frame``'s rows to ``/invocations`` ten at a time (``client``: an httpx client
+    on the server; request ids ``{prefix}-0``, ``{prefix}-1``...); each row's request id, its
+    index there and its true class, for feedback later."""
+    inputs = inputs or [c for c in frame.columns if c != target]
+    sent = []
+    for i, start in enumerate(range(0, frame.height, 10)):
+        rows = frame.slice(start, 10)
+        request_id = f"{prefix}-{i}"
+        body = {"dataframe_split": {"columns": inputs, "data": rows.select(inputs).rows()}}
+        answer = client.post("/invocations", json=body, headers={"x-request-id": request_id})
+        assert answer.status_code == 200, answer.text
+        sent += [(request_id, j, int(y)) for j, y in enumerate(rows[target].to_list())]
+    return sent
