@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meguri.deploy._supervisor import state_dir
+from meguri.deploy._supervisor import capture_dir, state_dir
 from meguri.deploy._worker import write_json
 from meguri.errors import ConfigError, ConflictError, DeploymentError
 from meguri.spec._deploy import DeployEnvironment, StrategySpec
 from meguri.store import Workspace
-from meguri.store._workspace import SPEC_FILE, STATE_DIR, default_workspace
+from meguri.store._workspace import SPEC_FILE, default_workspace
 from meguri.store.metadata import (
     Deployment,
     DeploymentRevision,
@@ -255,7 +255,7 @@ def _ensure_supervisor(
     if not replace and _supervisor_running(state):
         return
     token = endpoint_token(settings, env)
-    capture = str(ws.root / STATE_DIR / "capture" / env)
+    capture = str(capture_dir(ws.root, env))
     document = {
         **settings.model_dump(mode="json", exclude={"auth_token_env"}),
         "capture_url": capture,

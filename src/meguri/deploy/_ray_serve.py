@@ -210,10 +210,11 @@ def ray_serve_args(
 
 
 def _capture_url(workspace: Workspace | None, env: str) -> str:
-    from meguri.store._workspace import STATE_DIR, default_workspace
+    from meguri.deploy._supervisor import capture_dir
+    from meguri.store._workspace import default_workspace
 
     ws = workspace or default_workspace()
-    return str(ws.root / STATE_DIR / "capture" / env)
+    return str(capture_dir(ws.root, env))
 
 
 def ray_serve_app(ref: str, *, env: str, workspace: Workspace | None = None) -> Any:

@@ -47,6 +47,7 @@ from meguri.deploy._rollout import (
 from meguri.deploy._worker import write_json
 from meguri.errors import ConflictError
 from meguri.store import Workspace, open_workspace
+from meguri.store._workspace import STATE_DIR
 from meguri.store.metadata import (
     Deployment,
     DeploymentRevision,
@@ -64,7 +65,13 @@ log = logging.getLogger("meguri.deploy.supervisor")
 
 def state_dir(root: Path, env: str) -> Path:
     """The folder of an environment's supervisor: lock, settings, targets, worker stats, log."""
-    return root / ".meguri" / "deploy" / env
+    return root / STATE_DIR / "deploy" / env
+
+
+def capture_dir(root: Path, env: str) -> Path:
+    """Where an environment's servers capture predictions, system samples and feedback (and
+    where monitoring reads them)."""
+    return root / STATE_DIR / "capture" / env
 
 
 class _Workers:

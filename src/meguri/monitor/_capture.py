@@ -45,7 +45,6 @@ from meguri.serve._capture import FEEDBACK_FOLDER
 from meguri.serve._metrics import LATENCY_BUCKETS, histogram_quantile
 from meguri.serve._sealed_parts import is_local, keys_from_environment, open_part
 from meguri.serve._system import SYSTEM_FOLDER
-from meguri.store._workspace import STATE_DIR
 
 if TYPE_CHECKING:
     from meguri.store import Workspace
@@ -111,7 +110,9 @@ _QUANTILES = (("latency_p50_ms", 0.5), ("latency_p95_ms", 0.95), ("latency_p99_m
 def capture_url(ws: Workspace, environment: str) -> str:
     """The capture folder of a deployment environment, where ``meguri deploy`` points its
     servers: ``<workspace root>/.meguri/capture/<environment>``."""
-    return str(ws.root / STATE_DIR / "capture" / environment)
+    from meguri.deploy._supervisor import capture_dir
+
+    return str(capture_dir(ws.root, environment))
 
 
 def capture_keys(ws: Workspace) -> KeyRing | None:
