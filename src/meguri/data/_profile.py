@@ -3,11 +3,11 @@
 :func:`profile` builds the counts, moments, top values and correlations of every column as one
 Polars ``select`` and collects it once (Polars runs the expressions in parallel). The order
 statistics of a numeric column (minimum, maximum, quantiles, distinct values, histogram) all
-come from one sort of its present values, one column at a time: quantiles are then lookups,
-distinct values a comparison of neighbours and the histogram a binary search per bin edge,
-where a hash table for the distinct count and a selection per quantile cost twice as much.
-Only the results (a few numbers per column, at most ``bins`` and ``top`` entries) reach
-Python.
+come from one sort of its present values (:mod:`meguri.data._order`: two columns at a time,
+no more held): quantiles are then lookups, distinct values a comparison of neighbours and the
+histogram a binary search per bin edge, where a hash table for the distinct count and a
+selection per quantile cost twice as much. Only the results (a few numbers per column, at
+most ``bins`` and ``top`` entries) reach Python.
 
 Definitions (the tests check each against numpy/pandas on the same rows):
 
