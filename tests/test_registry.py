@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 import meguri
 from meguri import registry
 from meguri.errors import GateFailedError, PackageError, RegistryError
 from meguri.store import Workspace, open_workspace
-from meguri.store.metadata import ArtifactRef, CheckResult, ModelStatus
+from meguri.store.metadata import CheckResult, ModelStatus
 from meguri.testing.specs import quick_spec_text
 from meguri.train import start_run
+from test_registry_support import package_run
 
 
 @pytest.fixture
@@ -24,33 +24,6 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     workspace = open_workspace(tmp_path, project="reg", user="ann")
     yield workspace
     workspace.close()
-
-
-def _package_run(ws: Workspace, seed: str = "a", files: dict[str, bytes] | None = None) -> str:
-    """A finished run whose artifacts hold a package: model.json listing ``files``."""
-    files = (
-        files if files is not None else {"transform.json": b"{}", "estimator.onnx": seed.encode()}
-    )
-    manifest = {
-        "format": "meguri.model",
-        "format_version": 1,
-        "task": "binary_classification",
-        "signature": {"inputs": [{"name": "x", "type": "double", "nullable": True}]},
-        "metrics": {"test/roc_auc": 0.97},
-        "runtime": "onnx",
-        "lineage": {"run_id": "ignored", "spec_version_id": None},
-        "files": {
-            p: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} for p, b in files.items()
-        },
-    }
-    with start_run("train", workspace=ws) as run:
-        pass
-    for path, data in {**files, "model.json": orjson.dumps(manifest)}.items():
-        # Straight to the repository: a package written by any client, names unchecked.
-        stored = ws.artifacts.put_bytes(data)
-        ref = ArtifactRef(f"model/{path}", stored.digest, stored.size, "application/json", 1.0)
-        ws.metadata.runs.add_artifact(run.id, ref)
-    return run.id
 
 
 def _checks(ws: Workspace, run_id: str, *values: float) -> None:
@@ -78,7 +51,7 @@ def _checks(ws: Workspace, run_id: str, *values: float) -> None:
 
 
 def test_register_from_a_run_numbers_versions(ws: Workspace) -> None:
-    first_run, second_run = _package_run(ws, "a"), _package_run(ws, "b")
+    first_run, second_run = package_run(ws, "a"), package_run(ws, "b")
     one = registry.register_model(first_run[:-3], "churn", workspace=ws, tags={"data": "v1"})
     assert (one.ref, one.run_id, one.status) == ("churn@1", first_run, ModelStatus.READY)
     assert one.tags == {"data": "v1"} and one.runtime == "onnx"
@@ -101,14 +74,14 @@ def test_register_refuses_runs_without_a_package_and_bad_names(ws: Workspace) ->
         registry.register_model("run-nope", "churn", workspace=ws)
     with pytest.raises(RegistryError, match="not valid"):
         registry.register_model(run.id, "bad name@1", workspace=ws)
-    evil = _package_run(ws, files={"../escape.txt": b"x"})
+    evil = package_run(ws, files={"../escape.txt": b"x"})
     with pytest.raises(PackageError, match="relative path"):
         registry.register_model(evil, "churn", workspace=ws)
 
 
 def test_references_resolve_and_unknown_ones_list_what_exists(ws: Workspace) -> None:
-    one = registry.register_model(_package_run(ws, "a"), "churn", workspace=ws)
-    two = registry.register_model(_package_run(ws, "b"), "churn", workspace=ws)
+    one = registry.register_model(package_run(ws, "a"), "churn", workspace=ws)
+    two = registry.register_model(package_run(ws, "b"), "churn", workspace=ws)
     registry.set_alias("churn@1", "staging", workspace=ws)
     get = registry.get_model_version
     assert get("churn", workspace=ws).id == two.id
@@ -125,8 +98,8 @@ def test_references_resolve_and_unknown_ones_list_what_exists(ws: Workspace) -> 
 
 
 def test_aliases_are_validated_moved_and_removed(ws: Workspace) -> None:
-    registry.register_model(_package_run(ws, "a"), "churn", workspace=ws)
-    registry.register_model(_package_run(ws, "b"), "churn", workspace=ws)
+    registry.register_model(package_run(ws, "a"), "churn", workspace=ws)
+    registry.register_model(package_run(ws, "b"), "churn", workspace=ws)
     for bad in ("latest", "3", "Prod", "a b"):
         with pytest.raises(RegistryError, match="not valid"):
             registry.set_alias("churn@1", bad, workspace=ws)
@@ -142,7 +115,7 @@ def test_aliases_are_validated_moved_and_removed(ws: Workspace) -> None:
 
 
 def test_promotion_is_blocked_by_failing_or_missing_gates(ws: Workspace) -> None:
-    run_id = _package_run(ws)
+    run_id = package_run(ws)
     registry.register_model(run_id, "churn", workspace=ws)
     with pytest.raises(GateFailedError, match="no success-criterion results") as missing:
         registry.promote("churn@1", workspace=ws)
@@ -166,7 +139,7 @@ def test_promotion_is_blocked_by_failing_or_missing_gates(ws: Workspace) -> None
 
 
 def test_promotion_with_passing_gates_uses_the_latest_result(ws: Workspace) -> None:
-    run_id = _package_run(ws)
+    run_id = package_run(ws)
     registry.register_model(run_id, "churn", workspace=ws)
     _checks(ws, run_id, 0.5)
     _checks(ws, run_id, 0.93)  # measured again: the newest result counts
@@ -180,8 +153,8 @@ def test_promotion_with_passing_gates_uses_the_latest_result(ws: Workspace) -> N
 
 
 def test_archived_versions_lose_and_refuse_aliases(ws: Workspace) -> None:
-    registry.register_model(_package_run(ws, "a"), "churn", workspace=ws)
-    registry.register_model(_package_run(ws, "b"), "churn", workspace=ws)
+    registry.register_model(package_run(ws, "a"), "churn", workspace=ws)
+    registry.register_model(package_run(ws, "b"), "churn", workspace=ws)
     registry.set_alias("churn@2", "staging", workspace=ws)
     archived = registry.archive("churn@staging", workspace=ws)
     assert archived.status is ModelStatus.ARCHIVED and archived.aliases == ()
@@ -193,7 +166,7 @@ def test_archived_versions_lose_and_refuse_aliases(ws: Workspace) -> None:
 
 
 def test_describe_and_tag_models_and_versions(ws: Workspace) -> None:
-    registry.register_model(_package_run(ws), "churn", workspace=ws, description="first")
+    registry.register_model(package_run(ws), "churn", workspace=ws, description="first")
     model = registry.describe("churn", "Who will leave", workspace=ws)
     assert model.description == "Who will leave"
     version = registry.tag("churn@1", {"reviewed": "yes"}, workspace=ws)
@@ -202,7 +175,7 @@ def test_describe_and_tag_models_and_versions(ws: Workspace) -> None:
 
 
 def test_download_fetches_the_package_once_into_the_cache(ws: Workspace, tmp_path: Path) -> None:
-    version = registry.register_model(_package_run(ws), "churn", workspace=ws)
+    version = registry.register_model(package_run(ws), "churn", workspace=ws)
     folder = registry.download_package("churn@1", workspace=ws)
     assert folder == ws.root / ".meguri" / "cache" / "models" / version.package_digest
     assert sorted(p.name for p in folder.iterdir()) == sorted(version.files)

@@ -4,7 +4,6 @@ stores) and reads back through mlflow; registry aliases move by meguri's gated r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 import requests
 
@@ -28,8 +26,9 @@ from meguri import registry  # noqa: E402
 from meguri.serve._server import app_in_background  # noqa: E402
 from meguri.server import ServerSettings, create_app  # noqa: E402
 from meguri.store import Workspace, open_workspace  # noqa: E402
-from meguri.store.metadata import ArtifactRef, CheckResult  # noqa: E402
-from meguri.train import search_runs, start_run  # noqa: E402
+from meguri.store.metadata import CheckResult  # noqa: E402
+from meguri.train import search_runs  # noqa: E402
+from test_registry_support import package_run  # noqa: E402
 
 
 @dataclass
@@ -347,26 +346,6 @@ def test_logged_model_metadata_is_json_only(env: Env, as_user: object) -> None:
 # -- the model registry -----------------------------------------------------------------------
 
 
-def _package_run(ws: Workspace, seed: str) -> str:
-    """A finished run whose artifacts hold a (tiny) meguri model package."""
-    files = {"transform.json": b"{}", "estimator.onnx": seed.encode()}
-    manifest = {
-        "format": "meguri.model",
-        "task": "binary_classification",
-        "runtime": "onnx",
-        "files": {
-            p: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} for p, b in files.items()
-        },
-    }
-    with start_run("train", workspace=ws) as run:
-        pass
-    for path, data in {**files, "model.json": orjson.dumps(manifest)}.items():
-        stored = ws.artifacts.put_bytes(data)
-        ref = ArtifactRef(f"model/{path}", stored.digest, stored.size, "application/json", 1.0)
-        ws.metadata.runs.add_artifact(run.id, ref)
-    return run.id
-
-
 def _check(ws: Workspace, run_id: str, value: float) -> None:
     result = CheckResult("", ws.project.id, None, "auc-min", "test", "roc_auc", ">=", 0.9,
                          value, value >= 0.9, "run", run_id, 0.0, "owner")  # fmt: skip
@@ -376,7 +355,7 @@ def _check(ws: Workspace, run_id: str, value: float) -> None:
 @pytest.fixture(scope="module")
 def churn(env: Env) -> list[str]:
     """Model ``churn``: version 1 fails its gate (auc 0.8), version 2 passes (auc 0.95)."""
-    runs = [_package_run(env.ws, seed) for seed in ("a", "b")]
+    runs = [package_run(env.ws, seed) for seed in ("a", "b")]
     for run_id, auc in zip(runs, (0.8, 0.95), strict=True):
         registry.register_model(run_id, "churn", workspace=env.ws, tags={"auc": str(auc)})
         _check(env.ws, run_id, auc)
