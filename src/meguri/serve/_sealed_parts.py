@@ -122,16 +122,8 @@ def open_part(raw: bytes, path: str, keys: KeyRing | None) -> bytes:
             "encryption key is configured: set MEGURI_ENCRYPTION_KEY_FILE to the key file (or "
             "MEGURI_ENCRYPTION_KEY) that the servers wrote it with."
         )
-    view, position = memoryview(raw), 0
-
-    def read(size: int) -> bytes:
-        nonlocal position
-        piece = view[position : position + size]
-        position += len(piece)
-        return bytes(piece)
-
     try:
-        return b"".join(_sealed.unseal(read, _address(path), keys))
+        return _sealed.unseal_bytes(raw, _address(path), keys)
     except _sealed.NotSealed:
         return raw  # starts like a sealed header but is not one: Parquet checks it
     except _sealed.UnknownKey as exc:

@@ -83,7 +83,7 @@ class EncryptedArtifactStore(FsspecArtifactStore):
             except FileNotFoundError as exc:
                 raise self._not_found(digest, exc) from None
         try:
-            data = b"".join(_sealed.unseal(_reader(raw), digest, self.keys))
+            data = _sealed.unseal_bytes(raw, digest, self.keys)
         except _sealed.NotSealed:
             data = raw  # written before encryption was on: checked by its sha256 below
         except (_sealed.Tampered, _sealed.UnknownKey) as exc:
@@ -263,18 +263,6 @@ class EncryptedArtifactStore(FsspecArtifactStore):
 
     def _where(self, path: str) -> str:
         return self.inner._where(path)
-
-
-def _reader(raw: bytes) -> Callable[[int], bytes]:
-    view, position = memoryview(raw), 0
-
-    def read(size: int) -> bytes:
-        nonlocal position
-        piece = view[position : position + size]
-        position += len(piece)
-        return bytes(piece)
-
-    return read
 
 
 def _checked(chunks: Iterator[bytes], hasher: Any, digest: str, where: str) -> Iterator[bytes]:

@@ -51,6 +51,7 @@ __all__ = [
     "seal",
     "sealed_size",
     "unseal",
+    "unseal_bytes",
 ]
 
 MAGIC = b"MGRE"
@@ -195,6 +196,19 @@ def unseal(read: Callable[[int], bytes], digest: str, keys: KeyRing) -> Iterator
         raise UnknownKey(raw_id.decode("ascii", "replace"))
     bound = head + raw_id + bytes.fromhex(digest)
     yield from _open_segments(read, _aead(key.secret), bound, segment)
+
+
+def unseal_bytes(raw: bytes, digest: str, keys: KeyRing) -> bytes:
+    """:func:`unseal` of a sealed object held whole in memory (same errors)."""
+    view, position = memoryview(raw), 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        piece = view[position : position + size]
+        position += len(piece)
+        return bytes(piece)
+
+    return b"".join(unseal(read, digest, keys))
 
 
 def _open_segments(
