@@ -52,7 +52,7 @@ from meguri.store.artifacts import KeyRing, memory_cache_folder
 from meguri.store.artifacts._keys import create_key_file, new_key, read_key_file
 from meguri.testing.specs import quick_spec_text
 from meguri.train import train
-from test_serve_support import breast_cancer, onnx_model
+from test_serve_support import breast_cancer, onnx_model, send_labelled
 
 MARKER = f"mgrmark-{uuid.uuid4().hex}"
 """In every request id: text the captures and the feedback hold."""
@@ -95,29 +95,21 @@ def _findings(folder: Path, markers: list[bytes]) -> list[str]:
     return found
 
 
-def _rows(held_out: pl.DataFrame, target: str) -> tuple[list[str], list[Any], list[int]]:
-    """The inputs, the rows (the first ones marked) and the labels to send."""
-    inputs = [c for c in held_out.columns if c != target]
-    marked = held_out.with_columns(
+def _marked(held_out: pl.DataFrame) -> pl.DataFrame:
+    """The rows to send, the first ones marked."""
+    return held_out.with_columns(
         pl.when(pl.int_range(pl.len()) < MARKED_ROWS)
         .then(MARKED_VALUE)
         .otherwise(pl.col("mean_radius"))
         .alias("mean_radius")
     )
-    return inputs, marked.select(inputs).rows(), marked[target].to_list()
 
 
-def _send(base: str, inputs: list[str], rows: list[Any], labels: list[int]) -> list[Any]:
+def _send(base: str, rows: pl.DataFrame, target: str) -> list[Any]:
     """Requests of 10 rows, ids ``MARKER-i``; feedback for the first half by ``POST /feedback``
     (the second half goes through ``record_feedback``)."""
-    sent = []
     with httpx.Client(base_url=base, timeout=20) as client:
-        for i, start in enumerate(range(0, len(rows), 10)):
-            request_id = f"{MARKER}-{i}"
-            body = {"dataframe_split": {"columns": inputs, "data": rows[start : start + 10]}}
-            answer = client.post("/invocations", json=body, headers={"x-request-id": request_id})
-            assert answer.status_code == 200, answer.text
-            sent += [(request_id, j, y) for j, y in enumerate(labels[start : start + 10])]
+        sent = send_labelled(client, rows, target, MARKER)
         half = [{"request_id": r, "row": j, "label": y} for r, j, y in sent[: len(sent) // 2]]
         assert client.post("/feedback", json=half).status_code == 202
     return sent
@@ -155,10 +147,10 @@ def _run_loop(ws: Workspace, mp: pytest.MonkeyPatch, scratch: Path) -> Loop:
     ws.metadata.deployments.ensure(ws.project.id, "clear", "bc", by="ann")
     target = result.prepared.target
     held_out = pl.concat([result.prepared.raw["validation"], result.prepared.raw["test"]])
-    inputs, rows, labels = _rows(held_out, target)
+    rows = _marked(held_out)
 
     with _deployed(ws, version.ref, "production") as base:
-        sent = _send(base, inputs, rows, labels)
+        sent = _send(base, rows, target)
     _label_rest(ws, "production", sent)
     figures, drift = {}, {}
     figures["production"], drift["production"] = _window(ws, spec, "production")
@@ -180,7 +172,7 @@ def _run_loop(ws: Workspace, mp: pytest.MonkeyPatch, scratch: Path) -> Loop:
         settings = ServeSettings(capture_rate=1.0, capture_url=capture_url(ws, "clear"))
         app = create_app(model, settings=settings)
     with app_in_background(app) as base:
-        assert _send(base, inputs, rows, labels) == sent
+        assert _send(base, rows, target) == sent
     _label_rest(ws, "clear", sent)
     figures["clear"], drift["clear"] = _window(ws, spec, "clear")
     control = _findings(ws.root / ".meguri" / "capture" / "clear", [MARKER.encode()])
