@@ -51,12 +51,11 @@ from meguri.server._mlflow_common import (
     active_experiment,
     active_run,
     experiment_of,
-    run_of,
 )
 from meguri.server._mlflow_lifecycle import dataset_inputs
 from meguri.server._mlflow_lifecycle import router as lifecycle_router
 from meguri.server._mlflow_registry import router as registry_router
-from meguri.server._runs_shared import create_remote_run, log_to_run
+from meguri.server._runs_shared import create_remote_run, log_to_run, project_run
 from meguri.store import Workspace
 from meguri.store.metadata import Experiment, Run
 
@@ -196,7 +195,7 @@ def create_run(ws: WS, body: NewRun) -> Response:
 
 @router.get("/runs/get", openapi_extra=VIEWER)
 def get_run(ws: WS, run_id: _RunId | None = None, run_uuid: _RunId | None = None) -> Response:
-    run = run_of(ws, _query_run_id(run_id, run_uuid))
+    run = project_run(ws, _query_run_id(run_id, run_uuid))
     return ok({"run": _runs_json(ws, [run])[0]})
 
 
@@ -218,7 +217,7 @@ def update_run(ws: WS, body: RunUpdate) -> Response:
             ws.metadata.runs.end_run(run.id, status)
         else:
             ws.metadata.runs.heartbeat([run.id])
-    return ok({"run_info": conv.run_info(run_of(ws, run.id))})
+    return ok({"run_info": conv.run_info(project_run(ws, run.id))})
 
 
 class RunSearch(Body):
@@ -318,7 +317,7 @@ def get_metric_history(
     max_results: Annotated[int, Query(ge=1, le=100_000)] = 25_000,
     page_token: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    run = run_of(ws, _query_run_id(run_id, run_uuid))
+    run = project_run(ws, _query_run_id(run_id, run_uuid))
     history = ws.metadata.runs.metric_history(run.id, metric_key)
     start = conv.from_page_token(page_token)
     end = min(start + max_results, len(history))

@@ -25,8 +25,8 @@ from starlette.responses import Response
 from meguri.errors import NotFoundError
 from meguri.server._access import Access, access
 from meguri.server._deps import WS, ok
-from meguri.server._mlflow_common import active_run, run_of
-from meguri.server._runs_shared import artifact_bytes, artifact_name, store_artifact
+from meguri.server._mlflow_common import active_run
+from meguri.server._runs_shared import artifact_bytes, artifact_name, project_run, store_artifact
 from meguri.server._upload import spool_body
 from meguri.store import Workspace
 from meguri.store.metadata import Run
@@ -43,7 +43,7 @@ def _locate(ws: Workspace, path: str, *, writing: bool = False) -> tuple[Run, st
             f"{path!r} is not an artifact path of this server: use the run's artifact_uri "
             "(<experiment_id>/<run_id>/artifacts/<name>)."
         )
-    run = active_run(ws, parts[1]) if writing else run_of(ws, parts[1])
+    run = active_run(ws, parts[1]) if writing else project_run(ws, parts[1])
     if run.experiment_id != parts[0]:
         raise NotFoundError(f"Run {run.id} is not in experiment {parts[0]!r}.")
     return run, parts[3] if len(parts) == 4 else ""

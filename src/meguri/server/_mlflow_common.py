@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from meguri.errors import NotFoundError
 from meguri.server._access import Access, access
 from meguri.server._errors import ApiError
 from meguri.server._mlflow_convert import DEFAULT_EXPERIMENT, DEFAULT_ID
-from meguri.server._runs_shared import experiment_by_id
+from meguri.server._runs_shared import experiment_by_id, project_run
 from meguri.store import Workspace
 from meguri.store.metadata import Experiment, Run
 
@@ -28,7 +27,6 @@ __all__ = [
     "active_experiment",
     "active_run",
     "experiment_of",
-    "run_of",
 ]
 
 VIEWER = access(Access.VIEWER)
@@ -82,25 +80,10 @@ def active_experiment(ws: Workspace, experiment_id: str) -> Experiment:
     return found
 
 
-def run_of(ws: Workspace, run_id: str) -> Run:
-    """The project's run ``run_id``, deleted or not; 404 for a run of another project (not
-    shown to someone who holds a role only on this one)."""
-    missing = NotFoundError(f"No run {run_id[:100]!r} in project {ws.project.name!r}.")
-    if len(run_id) > 100:
-        raise missing
-    try:
-        run = ws.metadata.runs.get_run(run_id)
-        experiment = ws.metadata.runs.get_experiment(run.experiment_id)
-    except NotFoundError:
-        raise missing from None
-    if experiment.project_id != ws.project.id:
-        raise missing
-    return run
-
-
 def active_run(ws: Workspace, run_id: str) -> Run:
-    """:func:`run_of`, refused while the run is deleted (MLflow writes only to active runs)."""
-    run = run_of(ws, run_id)
+    """:func:`~meguri.server._runs_shared.project_run` (deleted or not), refused while the run
+    is deleted (MLflow writes only to active runs)."""
+    run = project_run(ws, run_id)
     if run.deleted:
         raise ApiError(
             400,

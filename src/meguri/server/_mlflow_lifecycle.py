@@ -49,10 +49,9 @@ from meguri.server._mlflow_common import (
     active_experiment,
     active_run,
     experiment_of,
-    run_of,
 )
 from meguri.server._mlflow_convert import DEFAULT_EXPERIMENT, DEFAULT_ID, RUN_NAME_TAG
-from meguri.server._runs_shared import log_to_run
+from meguri.server._runs_shared import log_to_run, project_run
 from meguri.store import Workspace
 from meguri.store.metadata import Run
 
@@ -82,13 +81,13 @@ _NO_LOGGED_MODELS = (
 @router.post("/runs/delete", openapi_extra=EDITOR)
 def delete_run(ws: WS, body: RunRef) -> Response:
     """Hide the run from searches (``run_view_type`` DELETED_ONLY or ALL still finds it)."""
-    ws.metadata.runs.delete_run(run_of(ws, body.id).id, by=ws.user)
+    ws.metadata.runs.delete_run(project_run(ws, body.id).id, by=ws.user)
     return ok({})
 
 
 @router.post("/runs/restore", openapi_extra=EDITOR)
 def restore_run(ws: WS, body: RunRef) -> Response:
-    ws.metadata.runs.restore_run(run_of(ws, body.id).id, by=ws.user)
+    ws.metadata.runs.restore_run(project_run(ws, body.id).id, by=ws.user)
     return ok({})
 
 
