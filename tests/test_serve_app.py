@@ -159,6 +159,53 @@ def test_capture_writes_partitioned_parquet_on_shutdown(tmp_path: Path) -> None:
     assert {"latency_ms", "time", "probability_0", "probability_1", "model_version"} <= set(table)
 
 
+def test_capture_table_of_sampled_requests_across_batch_forms(tmp_path: Path) -> None:
+    """Batches held as a matrix and as a dict of columns, requests of several rows, a sampling
+    rate: the table holds exactly the rows of the sampled requests, each with its own id, row
+    index, inputs and prediction."""
+    from meguri.serve._capture import Capture
+    from meguri.serve._validate import MatrixBatch
+
+    model = onnx_model()
+    capture = Capture(
+        str(tmp_path), rate=0.5, name="cancer", version="1", signature=model.signature
+    )
+    capture._random = np.random.default_rng(7)
+    keep = np.random.default_rng(7).random(5) < 0.5  # the draws of both batches, in order
+    index = {name: i for i, name in enumerate(FEATURES)}
+    matrix = MatrixBatch(np.ascontiguousarray(X[:6]), index)
+    by_column = {name: X[6:9, i].copy() for i, name in enumerate(FEATURES)}
+    for batch, ids, rows in ((matrix, ["a", "b", "c"], [1, 2, 3]), (by_column, ["d", "e"], [2, 1])):
+        capture.offer(batch, model.predict(batch), ids, rows, [0.0] * len(ids))
+    table = capture._table(capture._open).to_pandas()
+
+    ids = np.array(["a", "b", "b", "c", "c", "c", "d", "d", "e"])
+    rows = np.array([0, 0, 1, 0, 1, 2, 0, 1, 0])
+    sampled = np.repeat(keep, [1, 2, 3, 2, 1])
+    assert sampled.any() and not sampled.all()
+    assert table["request_id"].tolist() == ids[sampled].tolist()
+    assert table["row"].tolist() == rows[sampled].tolist()
+    assert table["f03"].tolist() == X[:9, 3][sampled].tolist()
+    assert table["prediction"].tolist() == PIPELINE.predict(X[:9])[sampled].tolist()
+    assert capture.stats() == (int(sampled.sum()), 0)
+
+
+def test_capture_parts_split_at_utc_midnight() -> None:
+    import pyarrow as pa
+
+    from meguri.serve._capture import _days
+
+    before, after = 1577836799.5, 1577836800.25  # the last and first moments of 2019 and 2020
+    times = pa.array([int(t * 1e6) for t in (before, after, before)], pa.timestamp("us", "UTC"))
+    table = pa.table({"time": times, "row": [0, 1, 2]})
+    days = _days(table)
+    assert {day: part["row"].to_pylist() for day, part in days.items()} == {
+        "2019-12-31": [0, 2],
+        "2020-01-01": [1],
+    }
+    assert _days(table.slice(1, 1)) == {"2020-01-01": table.slice(1, 1)}
+
+
 def test_capture_sampling_rate(tmp_path: Path) -> None:
     settings = ServeSettings(capture_rate=0.25, capture_url=str(tmp_path))
     app = create_app(onnx_model(), settings=settings)

@@ -1,9 +1,13 @@
 """Prediction capture: sampled requests written to Parquet by a background thread.
 
 The micro-batcher hands over each predicted batch once (its columns, its prediction, and the id,
-row count and arrival time of each request in it); capture keeps one record per batch. A
-request is sampled with probability ``rate``: on the event loop that is one numpy draw per
-batch (none at rate 1) and a deque append, nothing else. A daemon thread wakes every
+row count and arrival time of each request in it). A request is sampled with probability
+``rate``: on the event loop that is one numpy draw per batch (none at rate 1) and a few list
+appends into the open :class:`_Columns`, nothing else. Those hold arrays, text and numbers
+only, none of which the garbage collector tracks: an object per batch kept until the flush
+(a few thousand a second under load, held for seconds) made the collector walk them again and
+again, which cost the event loop about 5 µs a request, most of capture's price. A daemon thread
+wakes every
 ``flush_seconds`` (or when ``flush_rows`` rows wait), builds one Arrow table per UTC date
 (the columns of many batches concatenated: large row groups) and writes it under::
 
@@ -39,13 +43,13 @@ The same thread writes two more tables beside the predictions (see :func:`write_
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -79,21 +83,43 @@ MAX_REQUEST_ID = 200
 """Longest request id (characters) feedback accepts."""
 
 log = logging.getLogger("meguri.serve.capture")
-_T = TypeVar("_T", "_Record", "FeedbackBatch", SystemSample)
+_T = TypeVar("_T", "FeedbackBatch", SystemSample)
 
 
-@dataclass(slots=True)
-class _Record:
-    """One predicted batch: ``keep`` (``None``: all) marks the requests sampled."""
+class _Columns:
+    """The predicted batches offered since the last flush, as parallel lists: per batch its
+    wall-clock time, prediction time (``perf_counter``), inputs (the matrix, or the dict of
+    columns), prediction values and probabilities, request count and ``keep`` mask (``None``:
+    all sampled); per request its id, row count and arrival time. The lists are the only
+    objects the collector tracks, one set per flush (see the module docstring)."""
 
-    time: float
-    predicted: float
-    batch: Batch
-    prediction: Prediction
-    request_ids: list[str]
-    rows: list[int]
-    started: list[float]
-    keep: Array | None
+    __slots__ = (
+        "inputs",
+        "keeps",
+        "pending",
+        "predicted",
+        "probabilities",
+        "request_ids",
+        "requests",
+        "rows",
+        "started",
+        "times",
+        "values",
+    )
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.predicted: list[float] = []
+        self.inputs: list[Array | Mapping[str, Array]] = []
+        self.values: list[Array] = []
+        self.probabilities: list[Array | None] = []
+        self.requests: list[int] = []
+        self.keeps: list[Array | None] = []
+        self.request_ids: list[str] = []
+        self.rows: list[int] = []
+        self.started: list[float] = []
+        self.pending = 0
+        """Predicted rows held (sampled or not: their arrays are held whole)."""
 
 
 class Capture:
@@ -129,8 +155,8 @@ class Capture:
             max_buffer_rows,
         )
         self.captured = self.dropped = self.files = 0
-        self._buffer: deque[_Record] = deque()
-        self._pending_rows = 0
+        self._open = _Columns()
+        self._swap = threading.Lock()  # the flush takes the open columns whole
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -158,15 +184,26 @@ class Capture:
             if not keep.any():
                 return
             kept = total if keep.all() else int(np.dot(keep, rows))
-        if self._pending_rows + total > self.max_rows:
-            self.dropped += kept
-            return
-        self._pending_rows += total
-        self.captured += kept
         now = time.perf_counter()
-        record = _Record(time.time(), now, batch, prediction, request_ids, rows, started, keep)
-        self._buffer.append(record)
-        if self._pending_rows >= self.flush_rows:
+        with self._swap:
+            columns = self._open
+            if columns.pending + total > self.max_rows:
+                self.dropped += kept
+                return
+            columns.pending += total
+            self.captured += kept
+            columns.times.append(time.time())
+            columns.predicted.append(now)
+            columns.inputs.append(batch.matrix if isinstance(batch, MatrixBatch) else batch)
+            columns.values.append(prediction.values)
+            columns.probabilities.append(prediction.probabilities)
+            columns.requests.append(len(request_ids))
+            columns.keeps.append(keep)
+            columns.request_ids += request_ids
+            columns.rows += rows
+            columns.started += started
+            full = columns.pending >= self.flush_rows
+        if full:
             self._wake.set()
 
     def stats(self) -> tuple[int, int]:
@@ -231,23 +268,23 @@ class Capture:
     def _flush_predictions(self) -> bool:
         """Write the buffered predictions; whether there were any (system samples are then
         written beside them, so a window's figures and its rows arrive together)."""
-        records: list[_Record] = []
-        while self._buffer:
-            records.append(self._buffer.popleft())
-        if not records:
+        with self._swap:
+            columns, self._open = self._open, _Columns()
+        if not columns.times:
             return False
-        self._pending_rows -= sum(len(r.prediction.values) for r in records)
-        records = [r for r in records if r.keep is None or r.keep.any()]
         try:
-            for date, group in _by_date(records).items():
-                self._write(date, group)
+            table = self._table(columns)
+            if table is not None:
+                days = _days(table)
+                for date, part in days.items():
+                    self._write(date, part)
         except Exception:  # the server keeps serving; the loss is logged
-            log.exception("prediction capture: writing %d records failed", len(records))
+            log.exception("prediction capture: writing %d batches failed", len(columns.times))
         return True
 
-    def _write(self, date: str, records: list[_Record]) -> None:
+    def _write(self, date: str, table: Any) -> None:
         folder = f"{self.root}/model={self.name}/version={self.version}/date={date}"
-        write_part(self.fs, folder, self._table(records), local=self.local, keys=self.keys)
+        write_part(self.fs, folder, table, local=self.local, keys=self.keys)
         self.files += 1
 
     def _flush_feedback(self) -> None:
@@ -289,56 +326,64 @@ class Capture:
         except Exception:
             log.exception("system samples: writing %d samples failed", len(samples))
 
-    def _table(self, records: list[_Record]) -> Any:
-        """One Arrow table of the sampled rows of ``records`` (writer thread). Built from numpy
-        and Arrow arrays without a Python object per row, but for each request id once: the
-        thread shares the interpreter with the event loop, and only Arrow's own work runs
-        while the loop serves."""
+    def _table(self, columns: _Columns) -> Any:
+        """One Arrow table of the sampled rows of ``columns`` (writer thread; ``None`` when
+        none was sampled). Built from numpy and Arrow arrays without a Python object per row,
+        but for each request id once: the thread shares the interpreter with the event loop,
+        and only Arrow's own work runs while the loop serves."""
         import pyarrow as pa
 
-        sizes = np.concatenate([r.rows for r in records])
-        keep = _row_mask(records)
-        columns = self._request_columns(records, sizes)
-        columns.update(self._input_columns(records))
-        columns["prediction"] = np.concatenate([r.prediction.values for r in records])
-        probabilities = [r.prediction.probabilities for r in records]
-        present = [p for p in probabilities if p is not None]
-        if present and len(present) == len(probabilities):
+        sizes = np.array(columns.rows)
+        keep = _row_mask(columns)
+        if keep is not None and not keep.any():
+            return None
+        table_columns = self._request_columns(columns, sizes)
+        table_columns.update(self._input_columns(columns.inputs))
+        table_columns["prediction"] = np.concatenate(columns.values)
+        present = [p for p in columns.probabilities if p is not None]
+        if present and len(present) == len(columns.probabilities):
             matrix = np.concatenate(present)
             for i, label in enumerate(self.signature.output.labels):
-                columns[f"probability_{label}"] = matrix[:, i]
+                table_columns[f"probability_{label}"] = matrix[:, i]
         if keep is not None:
-            columns = {name: values[keep] for name, values in columns.items()}
-        count = len(columns["row"])
-        table = {"request_id": _request_ids(records, sizes, keep)}
-        table.update((name, _arrow(values)) for name, values in columns.items())
-        table["time"] = pa.array(columns["time"], type=pa.timestamp("us", tz="UTC"))
+            table_columns = {name: values[keep] for name, values in table_columns.items()}
+        count = len(table_columns["row"])
+        table = {"request_id": _request_ids(columns.request_ids, sizes, keep)}
+        table.update((name, _arrow(values)) for name, values in table_columns.items())
+        table["time"] = pa.array(table_columns["time"], type=pa.timestamp("us", tz="UTC"))
         table["model_name"] = pa.repeat(pa.scalar(self.name, pa.string()), count)
         table["model_version"] = pa.repeat(pa.scalar(self.version, pa.string()), count)
         return pa.table(table)
 
-    def _request_columns(self, records: list[_Record], sizes: Array) -> dict[str, Array]:
+    @staticmethod
+    def _request_columns(columns: _Columns, sizes: Array) -> dict[str, Array]:
         """Per row: its index in its request, the batch time and the latency."""
-        batch_rows = np.array([len(r.prediction.values) for r in records])
-        requests = np.array([len(r.started) for r in records])
-        started = np.fromiter(itertools.chain.from_iterable(r.started for r in records), float)
-        predicted = np.repeat([r.predicted for r in records], requests)
+        batch_rows = np.array([len(v) for v in columns.values])
+        started = np.array(columns.started)
+        predicted = np.repeat(columns.predicted, columns.requests)
         latency = (predicted - started) * 1000.0
         starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-        times = np.repeat([r.time for r in records], batch_rows) * 1e6
+        times = np.repeat(columns.times, batch_rows) * 1e6
         return {
             "row": np.arange(int(sizes.sum())) - starts,
             "time": times.astype("datetime64[us]"),
             "latency_ms": np.repeat(latency, sizes),
         }
 
-    def _input_columns(self, records: list[_Record]) -> dict[str, Array]:
-        batches = [r.batch for r in records]
-        if all(isinstance(b, MatrixBatch) for b in batches):
-            matrix = np.concatenate([b.matrix for b in batches])  # type: ignore[attr-defined]
-            by_column = np.ascontiguousarray(matrix.T)  # each column contiguous: no strided copy
+    def _input_columns(self, inputs: list[Array | Mapping[str, Array]]) -> dict[str, Array]:
+        matrices = [m for m in inputs if isinstance(m, np.ndarray)]
+        if len(matrices) == len(inputs):
+            by_column = np.ascontiguousarray(np.concatenate(matrices).T)  # no strided copies
             return {name: by_column[i] for i, name in enumerate(self.signature.names)}
-        return {name: np.concatenate([b[name] for b in batches]) for name in self.signature.names}
+        return {
+            name: np.concatenate([_column(batch, i, name) for batch in inputs])
+            for i, name in enumerate(self.signature.names)
+        }
+
+
+def _column(inputs: Array | Mapping[str, Array], index: int, name: str) -> Array:
+    """One input column of a batch held as a matrix or as a dict of columns."""
+    return inputs[:, index] if isinstance(inputs, np.ndarray) else inputs[name]
 
 
 def _arrow(values: Array) -> Any:
@@ -349,26 +394,40 @@ def _arrow(values: Array) -> Any:
     return pa.array(values)
 
 
-def _request_ids(records: list[_Record], sizes: Array, keep: Array | None) -> Any:
+def _request_ids(request_ids: list[str], sizes: Array, keep: Array | None) -> Any:
     """The request id of every captured row, as Arrow text: each id converted once, repeated
     for the rows of its request and filtered by Arrow."""
     import pyarrow as pa
 
-    ids = pa.array(list(itertools.chain.from_iterable(r.request_ids for r in records)), pa.string())
+    ids = pa.array(request_ids, pa.string())
     if (sizes != 1).any():
         ids = ids.take(pa.array(np.repeat(np.arange(len(sizes)), sizes)))
     return ids if keep is None else ids.filter(pa.array(keep))
 
 
-def _row_mask(records: list[_Record]) -> Array | None:
-    """Which rows of the records' batches were sampled; ``None``: all of them."""
-    if all(r.keep is None for r in records):
+def _row_mask(columns: _Columns) -> Array | None:
+    """Which rows of the batches were sampled; ``None``: all of them."""
+    if all(k is None for k in columns.keeps):
         return None
-    masks = [
-        np.ones(len(r.prediction.values), bool) if r.keep is None else np.repeat(r.keep, r.rows)
-        for r in records
-    ]
+    start, masks = 0, []
+    for keep, requests, values in zip(columns.keeps, columns.requests, columns.values, strict=True):
+        if keep is None:
+            masks.append(np.ones(len(values), bool))
+        else:
+            masks.append(np.repeat(keep, columns.rows[start : start + requests]))
+        start += requests
     return np.concatenate(masks)
+
+
+def _days(table: Any) -> dict[str, Any]:
+    """``table`` split by the UTC date of its ``time`` column (one slice each, in order)."""
+    import pyarrow.compute as pc
+
+    days = pc.cast(table.column("time"), "date32").combine_chunks()
+    first, last = pc.min_max(days).values()
+    if first == last:
+        return {first.as_py().isoformat(): table}
+    return {day.as_py().isoformat(): table.filter(pc.equal(days, day)) for day in pc.unique(days)}
 
 
 def write_part(
