@@ -258,6 +258,48 @@ def test_kill_9_of_a_worker_is_replaced_with_few_errors(trained: Trained) -> Non
         stop(env, workspace=ws)
 
 
+def test_metrics_of_a_two_worker_endpoint_sum_both_workers(trained: Trained) -> None:
+    """Whichever worker answers a scrape, the endpoint's counters are both workers' sums."""
+    ws, env = trained.ws, "scraped"
+    try:
+        deploy("bc@1", env=env, workspace=ws, environment=_environment(workers=2))
+        url, body = _url(env, ws), Load("", trained).body()
+
+        def scrapes() -> list[tuple[str, str]]:
+            time.sleep(1.3)  # workers share their numbers every second (routes: 0.5 s)
+            found = []
+            for _ in range(6):
+                with httpx.Client(base_url=url) as client:  # a new connection: either worker
+                    text = client.get("/metrics").text
+                assert "meguri_workers 2" in text, text
+                found.append((_value(text, SERVED), _value(text, ROUTED)))
+            return found
+
+        before = scrapes()
+        assert len(set(before)) == 1, before
+        answered_by = set()
+        for _ in range(20):
+            with httpx.Client(base_url=url, timeout=10) as client:
+                response = client.post("/v2/models/bc/infer", json=body)
+                assert response.status_code == 200, response.text
+                answered_by.add(response.headers["x-request-id"][:12])  # a prefix per process
+        assert len(answered_by) == 2
+        a, b = before[0]
+        assert scrapes() == [(str(int(a or 0) + 20), str(int(b or 0) + 20))] * 6
+    finally:
+        stop(env, workspace=ws)
+
+
+SERVED = 'meguri_requests_total{endpoint="/v2/models/{name}/infer",status="200"}'
+ROUTED = 'meguri_route_requests_total{model_version="bc@1",role="primary"}'
+
+
+def _value(text: str, series: str) -> str | None:
+    return next(
+        (line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")), None
+    )
+
+
 def test_kill_9_of_the_supervisor_is_recovered_by_its_keeper(trained: Trained) -> None:
     """The supervisor itself dies: its keeper starts a new one on the same port, the old
     workers leave, and the endpoint answers again; a later stop is final."""

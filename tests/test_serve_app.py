@@ -214,3 +214,36 @@ def test_capture_sampling_rate(tmp_path: Path) -> None:
             c.post("/invocations", json=[ROWS[0]])
     rows = sum(pq.read_metadata(f).num_rows for f in tmp_path.glob("model=*/*/*/*.parquet"))
     assert 50 <= rows <= 150
+
+
+def test_worker_metrics_sum_every_workers_numbers(tmp_path: Path) -> None:
+    from meguri.serve._metrics import Metrics, WorkerMetrics
+
+    first, second = Metrics("cancer", "1", "onnx"), Metrics("cancer", "1", "onnx")
+    for metrics, seconds in ((first, [0.001, 0.002]), (second, [0.2])):
+        for s in seconds:
+            metrics.observe("/invocations", 200, s)
+            metrics.batch(len(seconds))
+    first.observe("/invocations", 422, 0.0003)
+    first.error("missing_column", "/invocations")
+    second.error("missing_column", "/invocations")
+    second.capture_stats = lambda: (5, 1)
+    WorkerMetrics(tmp_path, second, worker="2").publish()
+    text = WorkerMetrics(tmp_path, first, worker="1").summed().render().decode()
+    assert 'meguri_requests_total{endpoint="/invocations",status="200"} 3' in text
+    assert 'meguri_requests_total{endpoint="/invocations",status="422"} 1' in text
+    assert 'meguri_request_duration_seconds_count{endpoint="/invocations"} 4' in text
+    assert 'meguri_request_duration_seconds_bucket{endpoint="/invocations",le="0.1"} 3' in text
+    assert float(_sample(text, 'meguri_request_duration_seconds_sum{endpoint="/invocations"}')) == (
+        pytest.approx(0.2033)
+    )
+    assert 'meguri_errors_total{code="missing_column"} 2' in text
+    assert "meguri_batch_rows_count 3" in text and "meguri_batch_rows_sum 5.0" in text
+    assert "meguri_capture_rows_total 5" in text and "meguri_capture_dropped_total 1" in text
+    assert "meguri_workers 2" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.json", "2.json"]
+    (tmp_path / "3.json").write_text("{half a fi")  # never fails a scrape
+    assert (
+        "meguri_workers 2" in WorkerMetrics(tmp_path, first, worker="1").summed().render().decode()
+    )
+    assert "meguri_workers" not in first.render().decode()  # one process, nothing shared

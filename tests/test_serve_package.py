@@ -173,6 +173,41 @@ def test_meguri_serve_two_workers(served: Served, command: Any) -> None:
         _check_every_protocol(base, served, name="model")
 
 
+def test_two_workers_answer_scrapes_with_the_servers_sums(served: Served, command: Any) -> None:
+    """Whichever worker answers a scrape, it sums both workers' numbers."""
+    base = command("serve", "--model-dir", str(served.folder), "--workers", "2")
+    names, rows = served.model.signature.names, _rows(served)
+    row = {"dataframe_split": {"columns": names, "data": rows[:1]}}
+
+    def answered() -> list[float]:
+        time.sleep(1.3)  # every worker shares its numbers each second
+        scrapes = []
+        for _ in range(6):
+            with httpx.Client(base_url=base) as client:  # a new connection: either worker
+                text = client.get("/metrics").text
+            assert "meguri_workers 2" in text
+            scrapes.append(sum(_invocations(text)))
+        return scrapes
+
+    before = answered()
+    assert len(set(before)) == 1, before
+    pids = set()
+    for _ in range(20):
+        with httpx.Client(base_url=base) as client:
+            assert client.post("/invocations", json=row).status_code == 200
+            pids.add(client.get("/metrics").headers.get("x-request-id", "")[:12])
+    assert len(pids) == 2, "both workers should have answered some connections"
+    assert answered() == [before[0] + 20] * 6
+
+
+def _invocations(text: str) -> list[float]:
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('meguri_requests_total{endpoint="/invocations"')
+    ]
+
+
 def test_a_tampered_package_stops_meguri_serve(served: Served, tmp_path: Path) -> None:
     folder = shutil.copytree(served.folder, tmp_path / "tampered")
     data = bytearray((folder / "pipeline.onnx").read_bytes())

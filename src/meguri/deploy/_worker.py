@@ -9,12 +9,18 @@ worker reads ``STATE_DIR/targets.json`` (written by the supervisor, replaced
 atomically). A new ``generation`` there is loaded in a thread while the current one keeps
 serving: each new model package is verified and loaded, answers a self-test prediction, and only
 then does the router switch (one assignment). The worker writes what it serves and its counters
-to ``STATE_DIR/stats/<pid>.json`` on the same beat; the supervisor reads them.
+to ``STATE_DIR/stats/<pid>.json`` on the same beat; the supervisor reads them, and so does each
+worker's ``/metrics``, which sums every worker's route series (a worker the supervisor
+replaced takes its route counts with it: Prometheus reads that as a counter reset). The
+backends' own ``/metrics`` numbers are shared under ``STATE_DIR/metrics/<backend>/``
+(:class:`~meguri.serve._metrics.WorkerMetrics`), where those of a replaced worker stay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -63,9 +69,13 @@ def _example(column: Column) -> Any:
     return np.array([""], dtype=object)
 
 
-def load_routes(document: dict[str, Any], known: dict[str, Backend]) -> list[Route]:
+def load_routes(
+    document: dict[str, Any], known: dict[str, Backend], metrics: Path | None = None
+) -> list[Route]:
     """The routes of a ``targets.json`` document; backends already in ``known`` are reused,
-    new ones are loaded, self-tested and added to ``known``."""
+    new ones are loaded, self-tested and added to ``known``. With ``metrics`` (the state's
+    ``metrics`` folder), each backend's workers share their ``/metrics`` numbers in a folder of
+    it named after the backend."""
     settings = ServeSettings.from_json(json.dumps(document["settings"]))
     routes = []
     for target in document["targets"]:
@@ -78,7 +88,12 @@ def load_routes(document: dict[str, Any], known: dict[str, Backend]) -> list[Rou
             )
             model = source.load()
             self_test(model)
-            app = create_app(model, settings=settings)
+            served = settings
+            if metrics is not None:
+                folder = metrics / hashlib.sha256(cache_key.encode()).hexdigest()[:16]
+                folder.mkdir(parents=True, exist_ok=True)
+                served = dataclasses.replace(settings, metrics_folder=str(folder))
+            app = create_app(model, settings=served)
             backend = known[cache_key] = Backend(target["key"], target["label"], app)
         routes.append(Route(backend, float(target["weight"]), target["role"]))
     return routes
@@ -111,7 +126,9 @@ class _Watcher:
         if generation != router.generation and generation != self.failed_generation:
             loop = asyncio.get_running_loop()
             try:
-                routes = await loop.run_in_executor(None, load_routes, document, self.known)
+                routes = await loop.run_in_executor(
+                    None, load_routes, document, self.known, self.state / "metrics"
+                )
             except Exception as exc:
                 self.failed_generation, self.error = generation, f"{type(exc).__name__}: {exc}"
                 raise
@@ -125,6 +142,19 @@ class _Watcher:
             "backends": router.snapshot(),
         }
         write_json(self.stats, report)
+
+    def peer_reports(self) -> list[dict[str, Any]]:
+        """The other live workers' last reports (``Router.peers``); a file being replaced or
+        already removed is skipped."""
+        reports = []
+        for path in (self.state / "stats").glob("*.json"):
+            if path == self.stats:
+                continue
+            try:
+                reports.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+        return reports
 
     def _forget(self, router: Router) -> None:
         live = {id(r.backend) for r in router.table.routes}
@@ -140,11 +170,13 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     document = json.loads((state / "targets.json").read_text(encoding="utf-8"))
     known: dict[str, Backend] = {}
+    watcher = _Watcher(state, known)
     router = Router(
-        load_routes(document, known),
+        load_routes(document, known, state / "metrics"),
         generation=int(document["generation"]),
-        watcher=_Watcher(state, known),
+        watcher=watcher,
     )
+    router.peers = watcher.peer_reports
     sock = socket.socket(fileno=fd)
     config = uvicorn.Config(
         router, loop="uvloop", http="httptools", lifespan="on", log_level="warning",

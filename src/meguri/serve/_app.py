@@ -29,6 +29,8 @@ the rows reach Parquet with the next flush.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -44,7 +46,7 @@ import orjson
 from meguri.serve import _protocols as proto
 from meguri.serve._batching import MicroBatcher
 from meguri.serve._capture import Capture, LabelRule, parse_feedback
-from meguri.serve._metrics import Metrics
+from meguri.serve._metrics import Metrics, WorkerMetrics
 from meguri.serve._model import LoadedModel, Prediction
 from meguri.serve._validate import BadRequest, Batch, Limits, MatrixBatch, Validator
 
@@ -133,6 +135,10 @@ class ServeApp:
             )
             self.metrics.capture_stats = self.capture.stats
             self.batcher.on_predicted = self.capture.offer
+        self.shared_metrics: WorkerMetrics | None = None
+        self._publishing: asyncio.TimerHandle | None = None
+        if settings.metrics_folder:
+            self.shared_metrics = WorkerMetrics(settings.metrics_folder, self.metrics)
         self._token = settings.token_digest()
         self._labels = list(model.signature.output.labels)
         self._ids = itertools.count(1)
@@ -336,7 +342,14 @@ class ServeApp:
         return 200, orjson.dumps(doc), JSON
 
     async def _metrics(self, request: _Request) -> tuple[int, bytes, bytes]:
-        return 200, self.metrics.render(), TEXT
+        return 200, self.metrics_text(), TEXT
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text of ``GET /metrics``: every worker's numbers summed when the
+        workers share them (``settings.metrics_folder``), else this process's."""
+        if self.shared_metrics is None:
+            return self.metrics.render()
+        return self.shared_metrics.summed().render()
 
     async def _openapi_doc(self, request: _Request) -> tuple[int, bytes, bytes]:
         if self._openapi is None:
@@ -382,6 +395,8 @@ class ServeApp:
         which otherwise shows as latency spikes) and log the time since the process started."""
         if self.capture is not None:
             self.capture.start()
+        if self.shared_metrics is not None:
+            self._publish_metrics()
         gc.collect()
         gc.freeze()
         since = _since_process_start()
@@ -393,10 +408,27 @@ class ServeApp:
             since,
         )
 
+    def _publish_metrics(self) -> None:
+        """Share this worker's numbers now and every ``PUBLISH_SECONDS`` while the loop runs."""
+        assert self.shared_metrics is not None
+        try:
+            self.shared_metrics.publish()
+        except OSError as exc:  # a full disk must not stop the serving
+            log.warning("metrics: could not share this worker's numbers: %s", exc)
+        with contextlib.suppress(RuntimeError):  # no loop running: scrapes still publish
+            self._publishing = asyncio.get_running_loop().call_later(
+                WorkerMetrics.PUBLISH_SECONDS, self._publish_metrics
+            )
+
     def shutdown(self) -> None:
-        """Write the captured predictions still buffered."""
+        """Write the captured predictions still buffered and this worker's last numbers."""
         if self.capture is not None:
             self.capture.close()
+        if self.shared_metrics is not None:
+            if self._publishing is not None:
+                self._publishing.cancel()
+            with contextlib.suppress(OSError):
+                self.shared_metrics.publish()
 
 
 def _since_process_start() -> float:

@@ -10,8 +10,12 @@ no locks). Series:
 * ``meguri_model_info{name, version, runtime}``: always 1;
 * ``meguri_capture_rows_total`` / ``meguri_capture_dropped_total``: captured and dropped rows.
 
-With ``--workers N`` each process keeps its own numbers; a scrape reads the process that
-answers it (label the workers by scraping them separately, or run one worker per container).
+With ``--workers N`` each process keeps its own numbers and shares them through a folder
+(:class:`WorkerMetrics`): every worker replaces its own file there with its numbers each second
+and before it answers a scrape, and the scrape sums every file, so whichever worker answers,
+the counters are the server's (the other workers' up to a second old) and never go back. The
+file of a worker that died stays, so its counts stay in the sums. ``meguri_workers`` says how
+many workers a scrape summed.
 
 :meth:`Metrics.snapshot` reads the prediction routes' numbers from another thread (the capture
 writer's, for the system samples of :mod:`meguri.serve._system`): each copy it takes (a dict, a
@@ -22,18 +26,26 @@ the error path only.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from pathlib import Path
+from typing import Any
 
 __all__ = [
     "LATENCY_BUCKETS",
     "PREDICTION_ENDPOINTS",
     "Metrics",
     "MetricsSnapshot",
+    "WorkerMetrics",
     "histogram_quantile",
 ]
+
+log = logging.getLogger("meguri.serve.metrics")
 
 #: The routes whose requests are the model's traffic (health checks and scrapes are not).
 PREDICTION_ENDPOINTS = frozenset({"/invocations", "/v2/models/{name}/infer"})
@@ -96,6 +108,16 @@ class _Histogram:
         self.total += value
         self.count += 1
 
+    def state(self) -> list[Any]:
+        return [list(self.counts), self.total, self.count]
+
+    def add(self, state: Sequence[Any]) -> None:
+        """Add the numbers of another histogram's :meth:`state` (same bounds)."""
+        counts, total, count = state
+        self.counts = [a + int(b) for a, b in zip(self.counts, counts, strict=True)]
+        self.total += float(total)
+        self.count += int(count)
+
     def lines(self, name: str, labels: str) -> list[str]:
         sep = "," if labels else ""
         out, running = [], 0
@@ -131,6 +153,41 @@ class Metrics:
         self.prediction_errors: dict[str, int] = {}
         self.batches = _Histogram(tuple(float(b) for b in BATCH_BUCKETS))
         self.capture_stats: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        self.workers: int | None = None
+        """How many workers' numbers these are (``None``: one process, not shared)."""
+
+    def state(self) -> dict[str, Any]:
+        """This process's numbers as a JSON document (what :class:`WorkerMetrics` shares)."""
+        return {
+            "info": self.info,
+            "requests": [[endpoint, status, n] for (endpoint, status), n in self.requests.items()],
+            "latency": {endpoint: h.state() for endpoint, h in self.latency.items()},
+            "errors": dict(self.errors),
+            "batches": self.batches.state(),
+            "capture": list(self.capture_stats()),
+        }
+
+    @classmethod
+    def summed(cls, states: Sequence[dict[str, Any]]) -> Metrics:
+        """The numbers of several workers' :meth:`state` added up (the model of the first)."""
+        info = states[0]["info"]
+        total = cls(info["name"], info["version"], info["runtime"])
+        captured = dropped = 0
+        for state in states:
+            for endpoint, status, n in state["requests"]:
+                key = (endpoint, int(status))
+                total.requests[key] = total.requests.get(key, 0) + int(n)
+            for endpoint, histogram in state["latency"].items():
+                if endpoint not in total.latency:
+                    total.latency[endpoint] = _Histogram(LATENCY_BUCKETS)
+                total.latency[endpoint].add(histogram)
+            for code, n in state["errors"].items():
+                total.errors[code] = total.errors.get(code, 0) + int(n)
+            total.batches.add(state["batches"])
+            captured, dropped = captured + state["capture"][0], dropped + state["capture"][1]
+        total.capture_stats = lambda: (captured, dropped)
+        total.workers = len(states)
+        return total
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         key = (endpoint, status)
@@ -194,6 +251,12 @@ class Metrics:
             "# TYPE meguri_batch_rows histogram",
         ]
         lines += self.batches.lines("meguri_batch_rows", "")
+        if self.workers is not None:
+            lines += [
+                "# HELP meguri_workers Worker processes whose numbers this scrape sums.",
+                "# TYPE meguri_workers gauge",
+                f"meguri_workers {self.workers}",
+            ]
         return ("\n".join(lines + self._capture_lines()) + "\n").encode()
 
     def _capture_lines(self) -> list[str]:
@@ -214,3 +277,33 @@ def _labels(values: dict[str, str]) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class WorkerMetrics:
+    """The numbers of every worker of one server, shared through ``folder`` (see the module
+    docstring): this worker's file is ``<folder>/<pid>.json``, replaced atomically."""
+
+    PUBLISH_SECONDS = 1.0
+
+    def __init__(self, folder: str | Path, metrics: Metrics, worker: str | None = None) -> None:
+        self.folder, self.metrics = Path(folder), metrics
+        self.path = self.folder / f"{worker or os.getpid()}.json"
+
+    def publish(self) -> None:
+        """Replace this worker's file with its numbers now."""
+        temp = self.folder / f".{self.path.name}.tmp"
+        temp.write_text(json.dumps(self.metrics.state()), encoding="utf-8")
+        os.replace(temp, self.path)
+
+    def summed(self) -> Metrics:
+        """Every worker's numbers added up, this worker's as of now."""
+        self.publish()
+        states = [self.metrics.state()]
+        for path in sorted(self.folder.glob("*.json")):
+            if path == self.path:
+                continue
+            try:
+                states.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):  # files are replaced whole; never fail a scrape
+                log.warning("metrics: skipped the unreadable worker file %s", path)
+        return Metrics.summed(states)

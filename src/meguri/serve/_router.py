@@ -12,8 +12,10 @@ keeps the backend it was routed to until it is answered, so swapping versions dr
 * A ``shadow`` backend gets a copy of every prediction request after the primary has answered;
   its answer is compared with the primary's (``same`` / ``different`` / ``error``), timed and
   counted, and never returned.
-* ``GET /metrics`` adds per-backend series labelled ``model_version`` to the primary's metrics;
-  every other route is the primary's.
+* ``GET /metrics`` adds per-backend series labelled ``model_version`` to the primary's metrics,
+  both summed over the deployment's workers (the primary's through its shared metrics folder,
+  the series from the other workers' reports, :attr:`Router.peers`); every other route is the
+  primary's.
 
 Per backend the router counts requests, errors (5xx), schema violations (4xx refusals of the
 input: 400, 413, 415, 422) and a latency histogram; :meth:`Router.snapshot` returns them for the
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -64,8 +66,19 @@ class BackendStats:
             "errors": self.errors,
             "violations": self.violations,
             "latency_counts": list(self.latency.counts),
+            "latency_sum": self.latency.total,
             "shadow": dict(self.shadow),
         }
+
+    def add(self, counters: Mapping[str, Any]) -> None:
+        """Add another worker's :meth:`to_dict` of the same backend."""
+        self.requests += int(counters["requests"])
+        self.errors += int(counters["errors"])
+        self.violations += int(counters["violations"])
+        counts = counters["latency_counts"]
+        self.latency.add([counts, counters.get("latency_sum", 0.0), sum(counts)])
+        for result, n in counters.get("shadow", {}).items():
+            self.shadow[result] = self.shadow.get(result, 0) + int(n)
 
 
 @dataclass
@@ -133,6 +146,9 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.retired: dict[str, Backend] = {}
         """Backends swapped out but kept for their counters (by key)."""
+        self.peers: Callable[[], Sequence[Mapping[str, Any]]] | None = None
+        """The other workers' reports (``{"backends": {key: counters}}``, as
+        :meth:`snapshot` gives them), whose counters ``/metrics`` adds to this worker's."""
 
     @property
     def generation(self) -> int:
@@ -230,7 +246,7 @@ class Router:
 
     # -- metrics ------------------------------------------------------------------------------
     async def _metrics(self, table: _Table, scope: Scope, receive: Receive, send: Send) -> None:
-        primary = table.primary.app.metrics.render()
+        primary = table.primary.app.metrics_text()
         body = primary + self.render_metrics(table).encode()
         await send(
             {
@@ -242,8 +258,10 @@ class Router:
         await send({"type": "http.response.body", "body": body})
 
     def render_metrics(self, table: _Table | None = None) -> str:
-        """The per-backend series (``model_version`` and ``role`` labels)."""
+        """The per-backend series (``model_version`` and ``role`` labels), summed over the
+        workers (:attr:`peers`)."""
         table = table or self.table
+        reports = self.peers() if self.peers is not None else []
         lines = [
             "# HELP meguri_route_generation The routing table this process serves.",
             "# TYPE meguri_route_generation gauge",
@@ -253,7 +271,7 @@ class Router:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             for route in table.routes:
                 labels = _labels({"model_version": route.backend.label, "role": route.role})
-                lines += _series(name, labels, route, route.backend.stats)
+                lines += _series(name, labels, route, _summed(route.backend, reports))
         return "\n".join(lines) + "\n"
 
     # -- lifespan -----------------------------------------------------------------------------
@@ -283,6 +301,19 @@ _SERIES = (
     ("meguri_route_request_duration_seconds", "histogram", "Latency per model version."),
     ("meguri_shadow_comparisons_total", "counter", "Shadow answers compared with the primary."),
 )
+
+
+def _summed(backend: Backend, reports: Sequence[Mapping[str, Any]]) -> BackendStats:
+    """``backend``'s counters plus those the other workers report for it."""
+    if not reports:
+        return backend.stats
+    total = BackendStats()
+    total.add(backend.stats.to_dict())
+    for report in reports:
+        counters = report.get("backends", {}).get(backend.key)
+        if counters is not None:
+            total.add(counters)
+    return total
 
 
 def _series(name: str, labels: str, route: Route, stats: BackendStats) -> list[str]:

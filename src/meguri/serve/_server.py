@@ -4,7 +4,8 @@
 capture buffer). With ``workers > 1`` uvicorn forks that many processes, each calling
 :func:`app_factory`, which loads the model itself from the :class:`PackageSource` handed over in
 the environment (a :class:`LoadedModel` object cannot cross processes: pass a package folder).
-Each process logs how long after its start it became ready.
+Each process logs how long after its start it became ready; the workers share their
+``/metrics`` numbers through a temporary folder (:class:`~meguri.serve._metrics.WorkerMetrics`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +63,9 @@ class ServeSettings:
     """The same check given the token's sha256 (hex) instead: what deployments write to their
     state folder, so that the token itself is never on disk."""
     log_level: str = "info"
+    metrics_folder: str | None = None
+    """Where the workers of one server share their ``/metrics`` numbers
+    (:class:`~meguri.serve._metrics.WorkerMetrics`); :func:`serve` sets it for ``workers > 1``."""
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_batch_rows < 1 or self.max_body_bytes < 1:
@@ -154,11 +159,16 @@ def serve(source: LoadedModel | PackageSource, settings: ServeSettings) -> None:
                 "the model itself), not a model object"
             )
         source.verify()
-        os.environ[_SOURCE_ENV] = source.to_json()
-        os.environ[_SETTINGS_ENV] = settings.to_json()
-        uvicorn.run(
-            "meguri.serve._server:app_factory", factory=True, workers=settings.workers, **options
-        )
+        with tempfile.TemporaryDirectory(prefix="meguri-metrics-") as folder:
+            shared = dataclasses.replace(settings, metrics_folder=settings.metrics_folder or folder)
+            os.environ[_SOURCE_ENV] = source.to_json()
+            os.environ[_SETTINGS_ENV] = shared.to_json()
+            uvicorn.run(
+                "meguri.serve._server:app_factory",
+                factory=True,
+                workers=settings.workers,
+                **options,
+            )
         return
     from meguri.serve._app import create_app
 
