@@ -9,7 +9,9 @@ fitted once by ``meguri.train``) and returns its ``predict_proba`` for a single 
   (the signature was inferred from a numpy matrix, so no DataFrame is built per request);
 * ``bentoml``: ``bentoml serve`` on the one-worker service of ``_serve_bento_service.py``;
 * ``fastapi``: ``uvicorn`` on the handler of ``_serve_fastapi_app.py``;
-* ``meguri``: ``meguri serve --model-dir PKG`` on the model package ``build_package`` wrote.
+* ``meguri``: ``meguri serve --model-dir PKG`` on the model package ``build_package`` wrote;
+* ``uvicorn, empty handler``: the ceiling of one uvicorn worker on the core
+  (``_serve_empty_app.py``: reads the body, sends a fixed answer; not checked, no model).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Peer:
     request: Request
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    predicts: bool = True
+    """Whether its answer is a prediction to check (the empty handler's is not)."""
 
     def full_env(self) -> dict[str, str]:
         quiet = {
@@ -78,6 +82,15 @@ def fastapi_peer(model_path: Path, row: list[float], port: int) -> Peer:
     url = f"http://127.0.0.1:{port}/invocations"
     request = Request(url, _json({"rows": [row]}), "application/json")
     return Peer("fastapi", argv, port, "/ping", request, env={"BENCH_MODEL": str(model_path)})
+
+
+def empty_peer(row: list[float], port: int) -> Peer:
+    argv = [str(BIN / "uvicorn"), "--app-dir", str(BENCH), "_serve_empty_app:app"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log"]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+    url = f"http://127.0.0.1:{port}/invocations"
+    request = Request(url, _json({"inputs": [row]}), "application/json")
+    return Peer("uvicorn, empty handler", argv, port, "/ping", request, predicts=False)
 
 
 def meguri_peer(

@@ -14,7 +14,9 @@ loaded. Then a reliability run: 50,000 requests at concurrency 256 against megur
 responses by status class and sampling the server's RSS after the warm-up and at the end.
 
 Peers: ``mlflow models serve`` (``--env-manager local``), a one-worker BentoML service, a bare
-FastAPI handler under uvicorn, and ``meguri serve --model-dir PKG``: micro-batching on, off,
+FastAPI handler under uvicorn, uvicorn with an empty handler (no model: the ceiling of one
+uvicorn worker on the core, beside what the ratio to mlflow serve asks for), and
+``meguri serve --model-dir PKG``: micro-batching on, off,
 with capture on (every request captured), and a HistGradientBoosting model with the spec
 template's preparation steps. The cost of capture is measured apart, from back-to-back pairs
 of runs without and with it (the order alternating), as the median of the pairs' costs. The
@@ -53,6 +55,7 @@ from _serve_models import (
 from _serve_peers import (
     Peer,
     bento_peer,
+    empty_peer,
     fastapi_peer,
     meguri_peer,
     mlflow_peer,
@@ -68,7 +71,7 @@ MEGURI_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "meguri, HGB + transform": ("hgb", []),
 }
 #: Which concurrencies each server is measured at (the rest: 64 and 1).
-ONLY_C64 = {"meguri, capture 1.0", "meguri, HGB + transform"}
+ONLY_C64 = {"meguri, capture 1.0", "meguri, HGB + transform", "uvicorn, empty handler"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -123,6 +126,7 @@ def peers(models: dict[str, Model], notes: dict[str, str], tmp: Path) -> list[Pe
     else:
         found.append(bento_peer(lr.joblib_path, lr.row, free_port()))
     found.append(fastapi_peer(lr.joblib_path, lr.row, free_port()))
+    found.append(empty_peer(lr.row, free_port()))
     for name, (key, options) in MEGURI_VARIANTS.items():
         model = models[key]
         extra = [option.replace("{tmp}", str(tmp)) for option in options]
@@ -163,7 +167,7 @@ def measure(
             "ready_s": server.ready_s,
             "check": check_answer(peer, model.expected),
         }
-        if not out["check"]["ok"]:
+        if not out["check"]["ok"] and peer.predicts:
             out["error"] = f"wrong answer: {out['check']}"
             return out
         wrk(peer.request, connections=64, seconds=args.warmup, folder=folder)
@@ -450,6 +454,13 @@ def print_report(report: dict[str, Any]) -> None:
         )
     if "startup" in report:
         print("start to ready (s): " + ", ".join(f"{t:.2f}" for t in report["startup"]["all_s"]))
+    mlflow = _get(servers, "mlflow", "c64", "rps")
+    ceiling = _get(servers, "uvicorn, empty handler", "c64", "rps")
+    if mlflow and ceiling:
+        print(
+            f"80x mlflow serve would be {80 * mlflow:,.0f} req/s; one uvicorn worker with an "
+            f"empty handler answers {ceiling:,.0f} req/s on the same core"
+        )
     print("\n" + target_table(report["targets"]))
     start, end = report["loadavg_start"][0], report["loadavg_end"][0]
     print(
