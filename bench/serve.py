@@ -80,14 +80,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="seconds per measured load (default 5)")
     parser.add_argument("--rounds", type=int, help="rounds over all servers (default 2)")
     parser.add_argument("--requests", type=int, help="reliability run size (default 50,000)")
-    parser.add_argument("--pairs", type=int, help="capture-cost pairs (default 3; quick: 1)")
+    parser.add_argument("--pairs", type=int, help="capture-cost pairs (default 5; quick: 1)")
     parser.add_argument("--only", nargs="*", help="measure only these servers (by name prefix)")
     args = parser.parse_args()
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.warmup = 1.0 if args.quick else 2.0
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.requests = args.requests or (5_000 if args.quick else 50_000)
-    args.pairs = args.pairs if args.pairs is not None else (1 if args.quick else 3)
+    args.pairs = args.pairs if args.pairs is not None else (1 if args.quick else 5)
     args.starts = 3 if args.quick else 7
     return args
 

@@ -195,6 +195,9 @@ def test_a_replica_takes_its_limits_and_its_token_from_where_it_runs(
     monkeypatch.delenv("RAY_ENDPOINT_TOKEN", raising=False)
     with pytest.raises(ConfigError, match=r"\$RAY_ENDPOINT_TOKEN, which is not set"):
         ModelReplica(args).__serve_build_asgi_app__()
+    monkeypatch.setenv("RAY_ENDPOINT_TOKEN", "short")  # the local deployments' minimum too
+    with pytest.raises(ConfigError, match=r"which holds fewer than 16 characters where"):
+        ModelReplica(args).__serve_build_asgi_app__()
     monkeypatch.setenv("RAY_ENDPOINT_TOKEN", "t" * 32)
     app = ModelReplica(args).__serve_build_asgi_app__()
     assert app.settings.max_body_bytes == 4096 and app.settings.auth_token == "t" * 32

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from meguri.deploy._supervisor import capture_dir, state_dir
 from meguri.deploy._worker import write_json
 from meguri.errors import ConfigError, ConflictError, DeploymentError
+from meguri.serve._server import token_problem
 from meguri.spec._deploy import DeployEnvironment, StrategySpec
 from meguri.store import Workspace
 from meguri.store._workspace import SPEC_FILE, default_workspace
@@ -62,7 +63,6 @@ __all__ = [
 
 _START_TIMEOUT = 120.0
 #: Shortest bearer token accepted for an endpoint (a guessable one protects nothing).
-_MIN_TOKEN = 16
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ def endpoint_token(settings: DeployEnvironment, env: str) -> str | None:
     if name is None:
         return None
     token = os.environ.get(name, "")
-    if len(token) < _MIN_TOKEN:
-        problem = "is not set" if not token else f"holds fewer than {_MIN_TOKEN} characters"
+    problem = token_problem(token)
+    if problem is not None:
         raise ConfigError(
             f"deploy: environment {env!r} requires a bearer token from ${name} "
             f"(deploy.environments.{env}.auth_token_env), which {problem}; export a long "

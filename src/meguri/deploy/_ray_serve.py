@@ -152,12 +152,15 @@ def _token(name: str | None) -> str | None:
         return None
     import os
 
+    from meguri.serve._server import token_problem
+
     token = os.environ.get(name)
-    if not token:
+    problem = token_problem(token)
+    if problem is not None:
         raise ConfigError(
-            f"Ray Serve replica: the endpoint requires a bearer token from ${name}, which is "
-            "not set where the replica runs; set it in the cluster's runtime environment "
-            "(runtime_env: {env_vars: ...}) or on every node"
+            f"Ray Serve replica: the endpoint requires a bearer token from ${name}, which "
+            f"{problem} where the replica runs; set a long random one in the cluster's runtime "
+            "environment (runtime_env: {env_vars: ...}) or on every node"
         )
     return token
 

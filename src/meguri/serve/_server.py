@@ -27,13 +27,29 @@ from meguri.errors import ConfigError
 from meguri.serve._model import LoadedModel
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
     "PackageSource",
     "ServeSettings",
     "app_factory",
     "app_in_background",
     "serve",
     "serve_in_background",
+    "token_problem",
 ]
+
+MIN_TOKEN_CHARS = 16
+"""The shortest bearer token an endpoint accepts from its ``auth_token_env`` variable."""
+
+
+def token_problem(token: str | None) -> str | None:
+    """Why ``token`` (read from a variable) cannot guard an endpoint, or None when it can:
+    one rule for local deployments and Ray Serve replicas."""
+    if not token:
+        return "is not set"
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"holds fewer than {MIN_TOKEN_CHARS} characters"
+    return None
+
 
 _SOURCE_ENV = "MEGURI_SERVE_SOURCE"
 _SETTINGS_ENV = "MEGURI_SERVE_SETTINGS"
