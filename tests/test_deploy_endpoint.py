@@ -171,12 +171,14 @@ def test_a_breaching_canary_is_rolled_back_within_its_bake(trained: Trained) -> 
         thresholds={"max_schema_violation_rate": 0.1},
     )
     try:
-        deploy("bc@1", env=env, workspace=ws, environment=settings)
+        registry.set_alias("bc@1", "champion", workspace=ws)
+        deploy("bc@champion", env=env, workspace=ws, environment=settings)
         url = _url(env, ws)
         bad = {"inputs": [{"name": "nope", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
         started = time.monotonic()
+        registry.set_alias("bc@2", "champion", workspace=ws)
         with Load(url, trained), httpx.Client(base_url=url) as client:
-            canary = deploy("bc@2", env=env, workspace=ws, environment=settings)
+            canary = deploy("bc@champion", env=env, workspace=ws, environment=settings)
             for _ in range(200):  # inputs the signature refuses: schema violations
                 client.post("/v2/models/bc/infer", json=bad)
             settled = wait_settled(env, workspace=ws, timeout=20)
@@ -188,6 +190,13 @@ def test_a_breaching_canary_is_rolled_back_within_its_bake(trained: Trained) -> 
         rolled = ws.metadata.deployments.get_revision(canary.id)
         assert rolled.state is RevisionState.ROLLED_BACK
         assert str(rolled.detail["rollback_reason"]).startswith("schema violation rate")
+        # deployed by alias: the alias went back with the endpoint, and says so in its history
+        assert registry.get_model_version("bc@champion", workspace=ws).ref == "bc@1"
+        model_id = registry.get_model_version("bc@1", workspace=ws).model_id
+        back = [e for e in ws.metadata.models.events(model_id) if e.kind == "alias_rolled_back"]
+        assert len(back) == 1 and back[0].created_by == "meguri-supervisor"
+        assert str(back[0].detail["reason"]).startswith("rollback: schema violation rate")
+        assert back[0].detail["environment"] == env
         print(f"\nrollback: {elapsed:.2f} s after the canary's deploy; {rolled.detail}")
     finally:
         stop(env, workspace=ws)

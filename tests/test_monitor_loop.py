@@ -273,6 +273,7 @@ def test_an_alert_retrains_and_canaries_a_version_linked_to_it(loop: Loop) -> No
     assert (detail["revision"], detail["strategy"]) == (2, "canary")
     assert revision.reason == f"retrained for alert {alert.id} (data-drift)"
     assert revision.settings["steps"] == [50.0, 100.0]
+    assert revision.settings["alias"] == "production"  # a rollback takes the alias back
     targets = {t.role: t.ref for t in revision.targets}
     assert targets == {"primary": "bc@1", "canary": "bc@2"}
     settled = wait_settled("production", workspace=ws, timeout=60)

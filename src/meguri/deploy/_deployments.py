@@ -199,6 +199,9 @@ def deploy(
         "bake_seconds": plan.bake_seconds,
         "thresholds": settings.thresholds.model_dump(),
     }
+    alias = _followed_alias(ref)
+    if alias is not None:
+        record["alias"] = alias  # a rollback of this revision takes the alias back too
     revision = repo.add_revision(
         deployment.id,
         NewRevision(targets, kind, ws.user, reason or "deploy", record),
@@ -206,6 +209,15 @@ def deploy(
     )
     _ensure_supervisor(ws, env, settings)
     return _wait_served(ws, env, revision, timeout) if wait else revision
+
+
+def _followed_alias(ref: str) -> str | None:
+    """The registry alias ``ref`` names (``cancer@production``: ``production``), or None for
+    a number, ``latest`` or a version id."""
+    if ref.startswith("mv-"):
+        return None
+    _, _, after = ref.partition("@")
+    return None if not after or after.isdigit() or after == "latest" else after
 
 
 def _check_port(

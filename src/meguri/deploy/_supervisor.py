@@ -45,7 +45,7 @@ from meguri.deploy._rollout import (
     watched,
 )
 from meguri.deploy._worker import write_json
-from meguri.errors import ConflictError
+from meguri.errors import ConflictError, MeguriError
 from meguri.store import Workspace, open_workspace
 from meguri.store._workspace import STATE_DIR
 from meguri.store.metadata import (
@@ -359,6 +359,40 @@ class Supervisor:
             self.repo.add_revision(self.deployment.id, new, expected=bad.number)
         except ConflictError:
             log.warning("a newer revision arrived while rolling back revision %s", bad.number)
+            return
+        alias = bad.settings.get("alias")
+        if isinstance(alias, str):
+            self._alias_back(alias, watched(bad), target, f"rollback: {why}", bad.number)
+
+    def _alias_back(
+        self,
+        alias: str,
+        bad: DeploymentTarget,
+        good: DeploymentTarget,
+        reason: str,
+        number: int,
+    ) -> None:
+        """A revision deployed by alias (``deploy cancer@production``) that is rolled back
+        takes the alias back to the version the endpoint serves again, so the registry does
+        not name a version that lost its rollout (and the next deploy of the alias does not
+        bring it back). Only when the alias still points at the version that lost: one moved
+        since is left where it is."""
+        models = self.ws.metadata.models
+        try:
+            lost, kept = (
+                models.get_version(bad.model_version_id),
+                models.get_version(good.model_version_id),
+            )
+            if lost.model_id != kept.model_id or lost.id == kept.id:
+                return
+            detail = {"reason": reason, "environment": self.deployment.environment}
+            models.set_alias(
+                kept.id, alias, by=SUPERVISOR, kind="alias_rolled_back",
+                detail={**detail, "revision": number}, only_from=lost.id,
+            )  # fmt: skip
+            log.warning("alias %r moved back from %s to %s (%s)", alias, lost.ref, kept.ref, reason)
+        except MeguriError as exc:
+            log.warning("alias %r left on %s: %s", alias, bad.ref, exc)
 
     def _last_good(self) -> DeploymentRevision | None:
         assert self.revision is not None

@@ -14,7 +14,9 @@ When an alert whose rule says ``retrain: true`` starts firing in ``monitor.retra
    staging with its pre-promotion tests, promotion;
 3. when the candidate passed, deploys it to the environment with a **canary** (the spec's
    strategy when it is one of canary/linear, else ``canary``): the supervisor bakes it against
-   the environment's thresholds and rolls it back by itself on a breach.
+   the environment's thresholds and rolls it back by itself on a breach. It is deployed as
+   ``NAME@production`` (the alias the pipeline's promotion just moved to it), so a rollback
+   also moves the alias back to the version the endpoint serves again.
 
 Every step links back to the alert: the pipeline run's tag ``trigger``, the model version's tag
 ``trigger_alert``, the deployment revision's reason, and the alert's ``detail["retrain"]``
@@ -170,7 +172,7 @@ def _run(
     chosen = settings.strategy.kind
     say(f"deploying {ref} to {environment} with a {chosen} rollout")
     revision = deploy(
-        ref,
+        _promoted(ws, ref),
         env=environment,
         workspace=ws,
         environment=settings,
@@ -183,6 +185,20 @@ def _run(
         "revision": revision.number,
         "strategy": revision.strategy,
     }
+
+
+def _promoted(ws: Workspace, ref: str) -> str:
+    """``NAME@production`` when the pipeline's promotion points it at ``ref`` (as it just
+    did): deployed by the alias, a canary rolled back takes the alias back to the version the
+    endpoint serves again; else ``ref`` itself."""
+    from meguri.registry import get_model_version
+
+    by_alias = f"{ref.partition('@')[0]}@production"
+    try:
+        same = get_model_version(by_alias, workspace=ws).ref == ref
+    except MeguriError:
+        same = False
+    return by_alias if same else ref
 
 
 def fresh_training_data(

@@ -14,6 +14,7 @@ from meguri.store.metadata.repositories.models import NewModelEvent, NewModelVer
 __all__ = [
     "test_aliases_move_and_their_history_is_kept",
     "test_archiving_removes_aliases_and_refuses_new_ones",
+    "test_an_alias_moves_only_from_the_version_it_is_expected_on",
     "test_concurrent_registrations_get_distinct_numbers",
     "test_descriptions_tags_and_cards",
     "test_register_numbers_versions_and_reuses_a_known_package",
@@ -124,6 +125,28 @@ def test_aliases_move_and_their_history_is_kept(metadata_store: MetadataStore) -
         "checks": [],
     }
     assert (events[4].detail, events[4].created_by) == ({"reason": "hotfix"}, "bob")
+
+
+def test_an_alias_moves_only_from_the_version_it_is_expected_on(
+    metadata_store: MetadataStore,
+) -> None:
+    """``only_from``: a compare-and-set (a rollback takes an alias back only if nobody moved
+    it since); refused, nothing changes and no event is written."""
+    project_id, run_id = _run(metadata_store)
+    repo = metadata_store.models
+    one, _ = repo.add_version(project_id, "churn", _new(run_id, "a"))
+    two, _ = repo.add_version(project_id, "churn", _new(run_id, "b"))
+    with pytest.raises(ConflictError, match="points at no version"):
+        repo.set_alias(one.id, "champion", by="ann", only_from=two.id)
+    repo.set_alias(two.id, "champion", by="ann")
+    with pytest.raises(ConflictError, match=f"points at {two.id}, not {one.id}"):
+        repo.set_alias(two.id, "champion", by="ann", only_from=one.id)
+    before = len(repo.events(one.model_id))
+    back = repo.set_alias(one.id, "champion", by="sup", kind="alias_rolled_back", only_from=two.id)
+    assert (back.version, back.updated_by) == (1, "sup")
+    events = repo.events(one.model_id)
+    assert len(events) == before + 1 and events[-1].kind == "alias_rolled_back"
+    assert events[-1].detail["previous_version_id"] == two.id
 
 
 def test_archiving_removes_aliases_and_refuses_new_ones(metadata_store: MetadataStore) -> None:

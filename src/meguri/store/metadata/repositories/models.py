@@ -189,9 +189,12 @@ class ModelRepository:
         kind: str = "alias_set",
         detail: Mapping[str, Any] | None = None,
         extra: Sequence[NewModelEvent] = (),
+        only_from: str | None = None,
     ) -> ModelAlias:
         """Point ``alias`` at ``version_id`` (a ready version) and append a ``kind`` event
-        (detail: the alias, the version it pointed at before, and ``detail``) plus ``extra``."""
+        (detail: the alias, the version it pointed at before, and ``detail``) plus ``extra``.
+        With ``only_from`` (a version id), the alias moves only if it points at that version
+        now, else :class:`ConflictError` (someone moved it since)."""
         with self._db.write() as conn:
             version = self._locked_version(conn, version_id)
             if version.status is not ModelStatus.READY:
@@ -200,6 +203,12 @@ class ModelRepository:
                     "register or choose a ready version"
                 )
             previous = _alias_row(conn, version.model_id, alias)
+            now_at = None if previous is None else previous.version_id
+            if only_from is not None and now_at != only_from:
+                raise ConflictError(
+                    f"the alias {alias!r} points at {now_at or 'no version'}, not {only_from}; "
+                    "left where it is"
+                )
             now = time.time()
             key = {"model_id": version.model_id, "alias": alias}
             values = {"version_id": version_id, "updated_at": now, "updated_by": by}
