@@ -330,10 +330,29 @@ def test_within_the_cooldown_a_second_alert_does_not_retrain(loop: Loop) -> None
     assert len(history("production", workspace=ws)) == revisions
     with pytest.raises(RegistryError, match="no version or alias '3'"):
         registry.get_model_version("bc@3", workspace=ws)
-    # A firing that retrained, or was skipped, does not start again (the monitor hands every
-    # firing alert over on each run).
+    # A firing that retrained does not start again (the monitor hands every firing alert over
+    # on each run); one skipped is looked at again, and skipped again within the cooldown,
+    # without a second record.
+    messages: list[str] = []
     again = [ws.metadata.monitor.get_alert(a.id) for a in (loop.alert, second)]
-    assert retrain_on_alerts(ws, spec, "production", again) == []
+    [still] = retrain_on_alerts(ws, spec, "production", again, reporter=messages.append)
+    assert (still.alert_id, still.outcome, still.detail) == (second.id, "skipped", skipped.detail)
+    assert messages == [] and len(list_pipeline_runs(workspace=ws)) == runs
+
+
+def test_an_alert_skipped_for_the_cooldown_retrains_once_it_is_over(loop: Loop) -> None:
+    """The firing the cooldown held back (the test above) still fires after it: the next
+    monitor run retrains for it (on unchanged data: the served version, from the cache)."""
+    ws = loop.ws
+    [held] = ws.metadata.monitor.alerts(ws.project.id, environment="production", rule="drift-again")
+    assert held.detail["retrain"]["outcome"] == "skipped"
+    wait_settled("production", workspace=ws, timeout=60)
+    _past_cooldown(ws)
+    spec = parse_spec(_spec_text(rule="drift-again", cooldown="1s"))
+    [done] = retrain_on_alerts(ws, spec, "production", [held])
+    assert (done.alert_id, done.outcome) == (held.id, "deployed"), done.detail
+    assert ws.metadata.monitor.get_alert(held.id).detail["retrain"]["outcome"] == "deployed"
+    assert retrain_on_alerts(ws, spec, "production", [ws.metadata.monitor.get_alert(held.id)]) == []
 
 
 # -- a candidate the pipeline stops ----------------------------------------------------------
@@ -392,6 +411,7 @@ def test_a_retraining_on_unchanged_data_switches_to_the_served_version_at_once(
     deploy switches to it at once (and says so) rather than canarying it against itself."""
     ws, rule = loop.ws, "same-data"
     wait_settled("production", workspace=ws, timeout=60)
+    first = registry.get_model_version("bc@2", workspace=ws).tags["trigger_alert"]
     spec = parse_spec(_spec_text(rule=rule, cooldown="1s"))
     _past_cooldown(ws)
     alert = _open(loop, rule)
@@ -405,6 +425,9 @@ def test_a_retraining_on_unchanged_data_switches_to_the_served_version_at_once(
     assert detail["strategy"] == "all_at_once"
     assert revision.reason == f"retrained for alert {alert.id} ({rule})"
     assert _served_version(loop) == "2"
+    # the version came from the cache: it keeps the alert that produced it
+    tags = registry.get_model_version("bc@2", workspace=ws).tags
+    assert tags["trigger_alert"] == first != alert.id
 
 
 # -- errors and alerts that start nothing ----------------------------------------------------

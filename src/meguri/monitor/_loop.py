@@ -1,7 +1,8 @@
 """The closed loop: an alert retrains on fresh data, and the new candidate earns its way back.
 
 When an alert whose rule says ``retrain: true`` starts firing in ``monitor.retrain.environment``
-(at most once per ``monitor.retrain.cooldown``), :func:`retrain_on_alerts`:
+(at most once per ``monitor.retrain.cooldown``; a firing skipped for the cooldown retrains at
+the first monitor run after it, if it still fires), :func:`retrain_on_alerts`:
 
 1. builds the fresh training table: the spec's data source read again (it may have grown) plus
    the production rows whose ground truth arrived as feedback (captured inputs, the label as
@@ -84,8 +85,9 @@ def retrain_on_alerts(
     for alert in alerts:
         if alert.rule not in rules or alert.state != AlertState.FIRING:
             continue
-        if "retrain" in alert.detail:
-            continue  # this firing already retrained (or was skipped)
+        previous = alert.detail.get("retrain")
+        if isinstance(previous, dict) and previous.get("outcome") != "skipped":
+            continue  # this firing already retrained; one skipped retries after the cooldown
         started.append(_retrain(ws, spec, environment, alert, say))
     return started
 
@@ -109,7 +111,9 @@ def _retrain(
     detail: dict[str, Any] = {"started_at": time.time()}
     if recent is not None:
         detail |= {"outcome": "skipped", "why": f"cooldown: alert {recent.id} retrained"}
-        say(f"alert {alert.rule}: retraining skipped ({detail['why']})")
+        if alert.detail.get("retrain", {}).get("why") == detail["why"]:
+            return Retraining(alert.id, "skipped", alert.detail["retrain"])  # said already
+        say(f"alert {alert.rule}: retraining skipped ({detail['why']}); retried after it")
         return _record(ws, alert, detail)
     say(f"alert {alert.rule} ({alert.id}) fired: retraining on fresh data")
     try:
@@ -156,7 +160,8 @@ def _run(
     registered = next((s for s in result.steps if s.name == "register"), None)
     if registered is not None and "ref" in registered.outputs:
         detail["model_version"] = registered.outputs["ref"]
-        tag(registered.outputs["ref"], {"trigger_alert": alert.id}, workspace=ws)
+        if registered.cached_from is None:  # a version from the cache keeps its own alert
+            tag(registered.outputs["ref"], {"trigger_alert": alert.id}, workspace=ws)
     if not result.ok:
         failed = result.failed
         assert failed is not None

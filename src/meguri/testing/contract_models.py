@@ -13,8 +13,8 @@ from meguri.store.metadata.repositories.models import NewModelEvent, NewModelVer
 
 __all__ = [
     "test_aliases_move_and_their_history_is_kept",
-    "test_archiving_removes_aliases_and_refuses_new_ones",
     "test_an_alias_moves_only_from_the_version_it_is_expected_on",
+    "test_archiving_removes_aliases_and_refuses_new_ones",
     "test_concurrent_registrations_get_distinct_numbers",
     "test_descriptions_tags_and_cards",
     "test_register_numbers_versions_and_reuses_a_known_package",
