@@ -20,9 +20,10 @@ from meguri.serve._server import app_in_background
 from meguri.server import OPENAPI_PATH, Access, ServerSettings, access, create_app, route_table
 from meguri.spec import save_spec_version
 from meguri.store import Workspace, open_workspace
-from meguri.store.metadata import ArtifactRef, CheckResult
+from meguri.store.metadata import CheckResult
 from meguri.store.metadata.repositories.monitor import NewWindow
 from meguri.testing.specs import quick_spec_text
+from test_registry_support import package_run
 
 SECRET = "s" * 48
 
@@ -213,32 +214,9 @@ def test_runs_search_pages_history_logging_and_artifacts(env: Env) -> None:
     assert env.ws.metadata.runs.get_run(ids[0]).created_by == "editor"
 
 
-def _package_run(ws: Workspace) -> tuple[str, bytes]:
-    """A run holding a model package (model.json and one file), as the registry expects."""
-    onnx = b"not really onnx"
-    manifest = {
-        "format": "meguri.model",
-        "format_version": 1,
-        "task": "binary_classification",
-        "signature": {"inputs": [{"name": "x", "type": "double", "nullable": True}]},
-        "metrics": {"test/roc_auc": 0.97},
-        "runtime": "onnx",
-        "lineage": {},
-        "files": {"estimator.onnx": {"sha256": hashlib.sha256(onnx).hexdigest(), "size": 15}},
-    }
-    run = ws.metadata.runs.create_run(
-        ws.metadata.runs.ensure_experiment(ws.project.id, "train", "owner").id, created_by="owner"
-    )
-    for path, data in {"estimator.onnx": onnx, "model.json": orjson.dumps(manifest)}.items():
-        stored = ws.artifacts.put_bytes(data)
-        ws.metadata.runs.add_artifact(
-            run.id, ArtifactRef(f"model/{path}", stored.digest, stored.size, "x", 1.0)
-        )
-    return run.id, onnx
-
-
 def test_models_register_gates_promotion_aliases_card_and_files(env: Env) -> None:
-    run_id, onnx = _package_run(env.ws)
+    onnx = b"not really onnx"
+    run_id = package_run(env.ws, files={"estimator.onnx": onnx})
     made = env.call(
         "editor", "POST", "/api/v1/projects/demo/models", json={"run_id": run_id, "name": "churn"}
     )
