@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meguri.deploy._supervisor import capture_dir, state_dir
-from meguri.deploy._worker import write_json
 from meguri.errors import ConfigError, ConflictError, DeploymentError
+from meguri.serve._metrics import write_json
 from meguri.serve._server import token_problem
 from meguri.spec._deploy import DeployEnvironment, StrategySpec
 from meguri.store import Workspace

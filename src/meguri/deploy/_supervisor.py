@@ -44,8 +44,8 @@ from meguri.deploy._rollout import (
     step_reached,
     watched,
 )
-from meguri.deploy._worker import write_json
 from meguri.errors import ConflictError, MeguriError
+from meguri.serve._metrics import write_json
 from meguri.store import Workspace, open_workspace
 from meguri.store._workspace import STATE_DIR
 from meguri.store.metadata import (

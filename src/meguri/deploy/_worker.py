@@ -33,22 +33,16 @@ from typing import Any
 import numpy as np
 
 from meguri.serve._app import create_app
+from meguri.serve._metrics import other_workers, write_json
 from meguri.serve._model import LoadedModel
 from meguri.serve._router import Backend, Route, Router
 from meguri.serve._server import PackageSource, ServeSettings
 from meguri.serve._signature import Column
 
-__all__ = ["POLL_SECONDS", "load_routes", "main", "self_test", "write_json"]
+__all__ = ["POLL_SECONDS", "load_routes", "main", "self_test"]
 
 POLL_SECONDS = 0.5
 log = logging.getLogger("meguri.deploy.worker")
-
-
-def write_json(path: Path, document: Any) -> None:
-    """Replace ``path`` with ``document`` atomically (temp file and rename)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(document), encoding="utf-8")
-    os.replace(temp, path)
 
 
 def self_test(model: LoadedModel) -> None:
@@ -144,17 +138,8 @@ class _Watcher:
         write_json(self.stats, report)
 
     def peer_reports(self) -> list[dict[str, Any]]:
-        """The other live workers' last reports (``Router.peers``); a file being replaced or
-        already removed is skipped."""
-        reports = []
-        for path in (self.state / "stats").glob("*.json"):
-            if path == self.stats:
-                continue
-            try:
-                reports.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue
-        return reports
+        """The other live workers' last reports (``Router.peers``)."""
+        return other_workers(self.state / "stats", self.stats)
 
     def _forget(self, router: Router) -> None:
         live = {id(r.backend) for r in router.table.routes}

@@ -43,6 +43,8 @@ __all__ = [
     "MetricsSnapshot",
     "WorkerMetrics",
     "histogram_quantile",
+    "other_workers",
+    "write_json",
 ]
 
 log = logging.getLogger("meguri.serve.metrics")
@@ -289,21 +291,34 @@ class WorkerMetrics:
         self.folder, self.metrics = Path(folder), metrics
         self.path = self.folder / f"{worker or os.getpid()}.json"
 
-    def publish(self) -> None:
-        """Replace this worker's file with its numbers now."""
-        temp = self.folder / f".{self.path.name}.tmp"
-        temp.write_text(json.dumps(self.metrics.state()), encoding="utf-8")
-        os.replace(temp, self.path)
+    def publish(self) -> dict[str, Any]:
+        """Replace this worker's file with its numbers now; returns them."""
+        state = self.metrics.state()
+        write_json(self.path, state)
+        return state
 
     def summed(self) -> Metrics:
         """Every worker's numbers added up, this worker's as of now."""
-        self.publish()
-        states = [self.metrics.state()]
-        for path in sorted(self.folder.glob("*.json")):
-            if path == self.path:
-                continue
-            try:
-                states.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):  # files are replaced whole; never fail a scrape
-                log.warning("metrics: skipped the unreadable worker file %s", path)
-        return Metrics.summed(states)
+        return Metrics.summed([self.publish(), *other_workers(self.folder, self.path)])
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Replace ``path`` with ``document`` atomically (temp file and rename): the files workers
+    share and the deployment state files."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(temp, path)
+
+
+def other_workers(folder: Path, own: Path) -> list[dict[str, Any]]:
+    """The JSON documents of ``folder`` but ``own`` (each worker's file): one unreadable (being
+    removed, never half-written) is skipped, so that a scrape never fails over it."""
+    documents = []
+    for path in sorted(folder.glob("*.json")):
+        if path == own:
+            continue
+        try:
+            documents.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            log.warning("metrics: skipped the unreadable worker file %s", path)
+    return documents
