@@ -174,7 +174,7 @@ def deploy(
     its rollout goes on in the supervisor (see :func:`wait_settled`). Raises
     :class:`ConflictError` while another rollout of ``env`` is going on or when another deploy
     won the race."""
-    from meguri.registry import download_package, get_model_version
+    from meguri.registry import download_package, get_model_version, ref_alias
 
     ws = workspace or default_workspace()
     version = get_model_version(ref, workspace=ws)
@@ -199,7 +199,7 @@ def deploy(
         "bake_seconds": plan.bake_seconds,
         "thresholds": settings.thresholds.model_dump(),
     }
-    alias = _followed_alias(ref)
+    alias = ref_alias(ref)
     if alias is not None:
         record["alias"] = alias  # a rollback of this revision takes the alias back too
     revision = repo.add_revision(
@@ -209,15 +209,6 @@ def deploy(
     )
     _ensure_supervisor(ws, env, settings)
     return _wait_served(ws, env, revision, timeout) if wait else revision
-
-
-def _followed_alias(ref: str) -> str | None:
-    """The registry alias ``ref`` names (``cancer@production``: ``production``), or None for
-    a number, ``latest`` or a version id."""
-    if ref.startswith("mv-"):
-        return None
-    _, _, after = ref.partition("@")
-    return None if not after or after.isdigit() or after == "latest" else after
 
 
 def _check_port(

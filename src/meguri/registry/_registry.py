@@ -50,6 +50,7 @@ __all__ = [
     "list_versions",
     "load_model",
     "promote",
+    "ref_alias",
     "register_model",
     "remove_alias",
     "set_alias",
@@ -127,18 +128,28 @@ def _unknown(ws: Workspace, model: Model, selector: str) -> RegistryError:
     )
 
 
+def ref_alias(ref: str) -> str | None:
+    """The alias ``ref`` names (``churn@production``: ``production``), or None for a version
+    id, a number or the latest version."""
+    if ref.startswith("mv-"):
+        return None
+    selector = ref.partition("@")[2]
+    return None if selector in ("", "latest") or selector.isdigit() else selector
+
+
 def _resolve(ws: Workspace, ref: str) -> ModelVersion:
     if ref.startswith("mv-"):
         return _by_id(ws, ref)
     name, _, selector = ref.partition("@")
     model = _model(ws, name)
     repo = ws.metadata.models
-    if selector in ("", "latest"):
-        found = repo.latest(model.id)
+    alias = ref_alias(ref)
+    if alias is not None:
+        found = repo.find_alias(model.id, alias)
     elif selector.isdigit():
         found = repo.find_version(model.id, int(selector))
     else:
-        found = repo.find_alias(model.id, selector)
+        found = repo.latest(model.id)
     if found is None:
         raise _unknown(ws, model, selector)
     return found
